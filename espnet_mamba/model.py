@@ -1,0 +1,169 @@
+"""The Mamba-HuBERT backbone and its pretraining model.
+
+waveform (batch, samples) -> CNN -> LayerNorm -> Linear -> (+ positional conv) -> LayerNorm
+-> blocks -> hidden states. Knows nothing of ESPnet or s3prl.
+"""
+
+import logging
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from espnet_mamba.config import ModelConfig, load_config
+from espnet_mamba.nn.feature_extractor import FeatureExtractor
+from espnet_mamba.nn.layers import ConBiMambaLayer, MambaLayer, TransformerLayer, build_mixer, zero_padding
+from espnet_mamba.nn.positional import ConvPositionalEmbedding
+from espnet_mamba.streaming import StreamState
+from espnet_mamba.validation import SAMPLE_RATE, check_waveforms
+
+logger = logging.getLogger(__name__)
+
+
+def build_layer(cfg: ModelConfig) -> nn.Module:
+    """One encoder block of ``cfg.layer_type``."""
+    d = cfg.d_model
+    if cfg.layer_type == "transformer":
+        return TransformerLayer(d, cfg.heads, cfg.ffn_dim, cfg.dropout, cfg.attention_dropout, cfg.causal)
+    if cfg.layer_type == "conbimamba":
+        mixer = build_mixer("extbimamba", d, cfg.mamba_kwargs(), cfg.bi_combine)
+        return ConBiMambaLayer(d, mixer, cfg.ffn_dim, cfg.conv_kernel, cfg.dropout)
+    mixer = build_mixer(cfg.layer_type, d, cfg.mamba_kwargs(), cfg.bi_combine)
+    return MambaLayer(d, mixer, cfg.ffn_dim, cfg.dropout)
+
+
+class MambaHuBERT(nn.Module):
+    """The backbone: waveform -> per-block hidden states."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.feature_extractor = FeatureExtractor(cfg.extractor_mode, cfg.conv_layers)
+        self.feature_norm = nn.LayerNorm(self.feature_extractor.output_dim)
+        self.feature_proj = nn.Linear(self.feature_extractor.output_dim, cfg.d_model)
+        self.dropout_input = nn.Dropout(cfg.dropout_input)
+        self.pos_conv = (
+            ConvPositionalEmbedding(cfg.d_model, cfg.pos_conv_kernel, cfg.pos_conv_groups, cfg.causal)
+            if cfg.pos_conv_kernel
+            else None
+        )
+        self.encoder_norm = nn.LayerNorm(cfg.d_model)
+        self.encoder_dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(build_layer(cfg) for _ in range(cfg.num_layers))
+
+    @property
+    def output_size(self) -> int:
+        return self.cfg.d_model
+
+    def embed(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(batch, samples), (batch,) -> projected CNN features (batch, frames, D), frame lengths.
+
+        This is where HuBERT's masking applies, between ``embed`` and ``encode``.
+        """
+        feats, frame_lengths = self.feature_extractor(wavs, lengths)
+        x = self.dropout_input(self.feature_proj(self.feature_norm(feats)))
+        return x, frame_lengths
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> List[torch.Tensor]:
+        """(batch, frames, D) -> [input to block 1, output of block 1, ..., of block N]."""
+        x = zero_padding(x, lengths)
+        if self.pos_conv is not None:
+            x = x + self.pos_conv(x)
+        x = self.encoder_dropout(self.encoder_norm(x))
+        hidden_states = [x]
+        for layer in self.layers:
+            x = layer(x, lengths)
+            hidden_states.append(x)
+        return hidden_states
+
+    def extract_features(
+        self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None, sample_rate: Optional[int] = None
+    ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """wavs (batch, samples) float at 16 kHz, right-padded; wav_lens (batch,) or None.
+
+        Returns the hidden states [(batch, frames, D)] * (num_layers + 1) and frame lengths.
+        Raises ValueError on bad input (see :func:`espnet_mamba.validation.check_waveforms`).
+        """
+        wav_lens = check_waveforms(wavs, wav_lens, sample_rate, self.feature_extractor.receptive_field)
+        x, lengths = self.embed(wavs, wav_lens)
+        return self.encode(x, lengths), lengths
+
+    # Streaming (causal presets) -------------------------------------------------------------
+
+    def init_stream(self, batch_size: int, device=None) -> StreamState:
+        """The state before the first sample. Raises RuntimeError for non-causal models."""
+        if not self.cfg.causal:
+            raise RuntimeError(
+                f"streaming needs a causal model; layer_type {self.cfg.layer_type!r} with causal=False is not"
+            )
+        device = device if device is not None else next(self.parameters()).device
+        return StreamState(
+            conv=self.feature_extractor.init_state(batch_size, device),
+            pos_conv=None,
+            layers=[None] * len(self.layers),
+            samples=0,
+        )
+
+    @torch.no_grad()
+    def stream(self, chunk: torch.Tensor, state: StreamState) -> Tuple[List[torch.Tensor], StreamState]:
+        """Feed the next samples (batch, S), S >= 0, of a 16 kHz stream.
+
+        Returns the hidden states of the frames these samples complete (like
+        ``extract_features``, new frames only, possibly none) and the new state. Any split of
+        the audio into chunks gives the frames of one offline ``extract_features``.
+        """
+        check_waveforms(chunk, None, None, min_samples=0)
+        feats, conv_state = self.feature_extractor.forward_chunk(chunk, state.conv)
+        x = self.feature_proj(self.feature_norm(feats))
+        pos_conv, layer_states = state.pos_conv, list(state.layers)
+        if x.shape[1] > 0:
+            if self.pos_conv is not None:
+                update, pos_conv = self.pos_conv.forward_chunk(x, pos_conv)
+                x = x + update
+            x = self.encoder_norm(x)
+        hidden_states = [x]
+        for i, layer in enumerate(self.layers):
+            if x.shape[1] > 0:
+                x, layer_states[i] = layer.forward_chunk(x, layer_states[i])
+            hidden_states.append(x)
+        new_state = StreamState(conv_state, pos_conv, layer_states, state.samples + chunk.shape[1])
+        return hidden_states, new_state
+
+
+class MambaHuBERTForPretraining(nn.Module):
+    """Backbone + what HuBERT pretraining adds: the mask embedding and the label head
+    (Linear D -> final_dim, then ``num_classes`` label embeddings, logits / 0.1)."""
+
+    logit_temperature = 0.1
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = MambaHuBERT(cfg)
+        self.mask_embedding = nn.Parameter(torch.rand(cfg.d_model))
+        self.final_proj = nn.Linear(cfg.d_model, cfg.final_dim)
+        self.label_embeddings = nn.Linear(cfg.final_dim, cfg.num_classes)
+
+    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor, mask: Optional[torch.Tensor] = None):
+        """Label logits (batch, frames, num_classes) with ``mask`` (batch, frames) frames
+        replaced by the mask embedding; and frame lengths."""
+        wav_lens = check_waveforms(wavs, wav_lens, None, self.backbone.feature_extractor.receptive_field)
+        x, lengths = self.backbone.embed(wavs, wav_lens)
+        if mask is not None:
+            x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
+        last = self.backbone.encode(x, lengths)[-1]
+        return self.label_embeddings(self.final_proj(last)) / self.logit_temperature, lengths
+
+    def extract_features(self, wavs, wav_lens=None, sample_rate=None):
+        return self.backbone.extract_features(wavs, wav_lens, sample_rate)
+
+    def init_stream(self, batch_size: int, device=None) -> StreamState:
+        return self.backbone.init_stream(batch_size, device)
+
+    def stream(self, chunk: torch.Tensor, state: StreamState):
+        return self.backbone.stream(chunk, state)
+
+
+def build_model(preset: Optional[str] = None, **overrides) -> MambaHuBERTForPretraining:
+    """The full pretraining model of a preset (see :func:`espnet_mamba.list_presets`)."""
+    return MambaHuBERTForPretraining(load_config(preset, **overrides))

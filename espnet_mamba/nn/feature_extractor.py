@@ -1,0 +1,147 @@
+"""HuBERT's waveform CNN: 7 conv layers, 320x downsampling, 400-sample receptive field.
+
+Two normalisation modes, as in fairseq and torchaudio:
+
+* ``group_norm`` (HuBERT Base): GroupNorm(C, C) after the first conv, i.e. each channel
+  normalised over the whole utterance. We compute its statistics over the real frames only,
+  so padding changes nothing; it looks at the future, so it is for bidirectional models.
+* ``layer_norm``: a LayerNorm over channels after every conv, frame by frame: strictly causal
+  and streamable.
+"""
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HUBERT_CONV_LAYERS = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
+MIN_SAMPLES = 400  # receptive field of one output frame
+
+
+def conv_output_lengths(lengths: torch.Tensor, layers: Sequence[Tuple[int, int, int]]) -> torch.Tensor:
+    """Frames produced from ``lengths`` samples: floor((L - k) / s) + 1 per layer (0 if L < k)."""
+    for _, kernel, stride in layers:
+        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+        lengths = lengths.clamp(min=0)
+    return lengths
+
+
+def receptive_field(layers: Sequence[Tuple[int, int, int]]) -> int:
+    field = 1
+    for _, kernel, stride in reversed(layers):
+        field = (field - 1) * stride + kernel
+    return field
+
+
+@dataclass
+class ConvStreamState:
+    """Per layer, the inputs (batch, C_in, n) a streaming CNN has not consumed yet."""
+
+    pending: List[torch.Tensor]
+
+
+class ConvLayer(nn.Module):
+    """Conv1d -> (norm) -> GELU on (batch, C_in, L) -> (batch, C_out, L')."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, norm: Optional[str], bias: bool):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+        self.conv = nn.Conv1d(c_in, c_out, kernel, stride=stride, bias=bias)
+        self.norm_type = norm
+        if norm == "layer_norm":
+            self.layer_norm = nn.LayerNorm(c_out)
+        elif norm == "group_norm":
+            self.layer_norm = nn.GroupNorm(c_out, c_out)
+        else:
+            self.layer_norm = None
+
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = self.conv(x)
+        if self.norm_type == "layer_norm":
+            x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
+        elif self.norm_type == "group_norm":
+            x = self._masked_group_norm(x, lengths)
+        return F.gelu(x)
+
+    def _masked_group_norm(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        """GroupNorm(C, C) with mean and variance over each utterance's real frames only."""
+        if lengths is None:
+            return self.layer_norm(x)
+        valid = (torch.arange(x.shape[-1], device=x.device)[None] < lengths[:, None]).to(x.dtype)
+        valid = valid[:, None, :]  # (batch, 1, L')
+        count = valid.sum(-1, keepdim=True).clamp(min=1)
+        mean = (x * valid).sum(-1, keepdim=True) / count
+        var = (((x - mean) * valid) ** 2).sum(-1, keepdim=True) / count
+        x = (x - mean) * torch.rsqrt(var + self.layer_norm.eps)
+        return x * self.layer_norm.weight[:, None] + self.layer_norm.bias[:, None]
+
+
+class FeatureExtractor(nn.Module):
+    """Waveform (batch, samples) -> features (batch, frames, C) at 50 Hz for 16 kHz input.
+
+    Args:
+        mode: "group_norm" or "layer_norm" (see the module docstring).
+        conv_layers: (channels, kernel, stride) per layer.
+    """
+
+    def __init__(self, mode: str = "group_norm", conv_layers=HUBERT_CONV_LAYERS, conv_bias: bool = False):
+        super().__init__()
+        if mode not in ("group_norm", "layer_norm"):
+            raise ValueError(f"extractor mode must be 'group_norm' or 'layer_norm', got {mode!r}")
+        self.mode = mode
+        self.layer_specs = tuple(tuple(layer) for layer in conv_layers)
+        layers, c_in = [], 1
+        for i, (c_out, kernel, stride) in enumerate(self.layer_specs):
+            norm = "layer_norm" if mode == "layer_norm" else ("group_norm" if i == 0 else None)
+            layers.append(ConvLayer(c_in, c_out, kernel, stride, norm, conv_bias))
+            c_in = c_out
+        self.conv_layers = nn.ModuleList(layers)
+        self.output_dim = c_in
+
+    @property
+    def receptive_field(self) -> int:
+        return receptive_field(self.layer_specs)
+
+    @property
+    def stride(self) -> int:
+        stride = 1
+        for _, _, s in self.layer_specs:
+            stride *= s
+        return stride
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return conv_output_lengths(lengths, self.layer_specs)
+
+    def forward(self, wavs: torch.Tensor, lengths: Optional[torch.Tensor] = None):
+        """wavs: (batch, samples), lengths: (batch,) -> (batch, frames, C), frame lengths."""
+        x = wavs[:, None, :]
+        frame_lengths = lengths
+        for layer in self.conv_layers:
+            if frame_lengths is not None:
+                frame_lengths = conv_output_lengths(frame_lengths, [(0, layer.kernel, layer.stride)])
+            x = layer(x, frame_lengths)
+        return x.transpose(1, 2), frame_lengths
+
+    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> ConvStreamState:
+        if self.mode != "layer_norm":
+            raise RuntimeError("only the 'layer_norm' extractor is causal and streams")
+        c_ins = [1] + [c for c, _, _ in self.layer_specs[:-1]]
+        return ConvStreamState([torch.zeros(batch_size, c, 0, device=device, dtype=dtype) for c in c_ins])
+
+    def forward_chunk(self, chunk: torch.Tensor, state: ConvStreamState):
+        """Streaming: new samples (batch, S) -> the frames they complete (batch, n, C).
+
+        Each layer keeps the inputs its next output still needs, so any split of the audio
+        into chunks yields exactly the frames of one offline forward.
+        """
+        x, pending = chunk[:, None, :], []
+        for layer, buffered in zip(self.conv_layers, state.pending):
+            x = torch.cat([buffered, x.to(buffered.dtype)], dim=-1)
+            n = (x.shape[-1] - layer.kernel) // layer.stride + 1 if x.shape[-1] >= layer.kernel else 0
+            pending.append(x[..., n * layer.stride :])
+            x = layer(x[..., : (n - 1) * layer.stride + layer.kernel]) if n > 0 else x[..., :0].new_zeros(
+                x.shape[0], layer.conv.out_channels, 0
+            )
+        return x.transpose(1, 2), ConvStreamState(pending)

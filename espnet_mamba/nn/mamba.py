@@ -1,0 +1,159 @@
+"""The Mamba mixer, with the parameter names and shapes of ``mamba_ssm.Mamba``.
+
+A state dict moves unchanged between this module, ``mamba_ssm.modules.mamba_simple.Mamba``
+and either of our two paths (mamba-ssm kernels on CUDA, PyTorch anywhere).
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from espnet_mamba.ops import causal_conv1d, mamba_kernels, selective_scan, use_kernel
+
+
+@dataclass
+class MambaState:
+    """What a causal Mamba mixer carries between chunks.
+
+    conv: (batch, E, d_conv - 1), the last inputs of the depthwise conv.
+    ssm: (batch, E, d_state), float32, the scan's state.
+    """
+
+    conv: torch.Tensor
+    ssm: torch.Tensor
+
+
+class Mamba(nn.Module):
+    """Selective state-space mixer (Gu & Dao, 2023): (batch, L, d_model) -> (batch, L, d_model).
+
+    Args:
+        d_model: model width D. d_state: N. d_conv: K. expand: E = expand * D.
+        dt_rank: R, "auto" for ceil(D / 16).
+        impl: "auto", "kernel" or "torch" (see :mod:`espnet_mamba.ops.backend`).
+        chunk_size: frames per chunk of the PyTorch scan.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: float = 2,
+        dt_rank="auto",
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        impl: str = "auto",
+        chunk_size: int = 16,
+    ):
+        super().__init__()
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.impl, self.chunk_size = impl, chunk_size
+        self.dt_range = (dt_min, dt_max, dt_init_floor)
+
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        self._add_ssm_params("", conv_bias)
+        self.reset_ssm_parameters("")
+
+    def _add_ssm_params(self, suffix: str, conv_bias: bool) -> None:
+        """The per-direction parameters: conv1d, x_proj, dt_proj, A_log, D (+ ``suffix``)."""
+        E, N, R = self.d_inner, self.d_state, self.dt_rank
+        conv = nn.Conv1d(E, E, self.d_conv, groups=E, padding=self.d_conv - 1, bias=conv_bias)
+        setattr(self, "conv1d" + suffix, conv)
+        setattr(self, "x_proj" + suffix, nn.Linear(E, R + 2 * N, bias=False))
+        setattr(self, "dt_proj" + suffix, nn.Linear(R, E, bias=True))
+        a_name = "A_log" if not suffix else f"A{suffix}_log"
+        setattr(self, a_name, nn.Parameter(torch.empty(E, N)))
+        setattr(self, "D" + suffix, nn.Parameter(torch.empty(E)))
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self, suffix: str) -> None:
+        """Mamba's initialisation: dt in [dt_min, dt_max] through the dt_proj bias, S4D-real A."""
+        dt_min, dt_max, floor = self.dt_range
+        dt_proj = getattr(self, "dt_proj" + suffix)
+        std = self.dt_rank**-0.5
+        nn.init.uniform_(dt_proj.weight, -std, std)
+        dt = torch.exp(
+            torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        ).clamp(min=floor)
+        dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        dt_proj.bias._no_reinit = True
+        a_log = getattr(self, "A_log" if not suffix else f"A{suffix}_log")
+        a_log.copy_(torch.arange(1, self.d_state + 1, dtype=torch.float32).log().expand_as(a_log))
+        a_log._no_weight_decay = True
+        d = getattr(self, "D" + suffix)
+        d.fill_(1.0)
+        d._no_weight_decay = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (batch, L, D) -> (batch, L, D). Causal: frame t sees frames <= t."""
+        xz = self.in_proj(x).transpose(1, 2)  # (batch, 2E, L)
+        kernels = mamba_kernels() if use_kernel(self.impl, x, "mamba_inner") else None
+        if kernels is not None and kernels["causal_conv1d_fn"] is not None:
+            out = kernels["mamba_inner_fn"](
+                xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight,
+                self.dt_proj.weight, self.out_proj.weight, self.out_proj.bias,
+                -torch.exp(self.A_log.float()), None, None, self.D.float(),
+                delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+            )  # fmt: skip
+            return out
+        u, z = xz.chunk(2, dim=1)
+        y, _ = self.ssm(u, z, "")
+        return self.out_proj(y.transpose(1, 2))
+
+    def forward_chunk(
+        self, x: torch.Tensor, state: Optional[MambaState]
+    ) -> Tuple[torch.Tensor, MambaState]:
+        """Streaming: the next frames x (batch, L, D), L >= 1, after ``state`` (None: start)."""
+        if state is None:
+            state = self.init_state(x.shape[0], x.device, x.dtype)
+        u, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)
+        y, state = self.ssm(u, z, "", state)
+        return self.out_proj(y.transpose(1, 2)), state
+
+    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> MambaState:
+        """Zero state: the mixer before the first frame."""
+        E = self.d_inner
+        return MambaState(
+            conv=torch.zeros(batch_size, E, self.d_conv - 1, device=device, dtype=dtype),
+            ssm=torch.zeros(batch_size, E, self.d_state, device=device),
+        )
+
+    def ssm(
+        self, u: torch.Tensor, z: torch.Tensor, suffix: str, state: Optional[MambaState] = None
+    ) -> Tuple[torch.Tensor, Optional[MambaState]]:
+        """Conv, projections and gated scan of one direction: u, z (batch, E, L) -> (batch, E, L).
+
+        ``suffix`` names the direction's parameters ("" forward, "_b" backward).
+        """
+        conv = getattr(self, "conv1d" + suffix)
+        x_proj = getattr(self, "x_proj" + suffix)
+        dt_proj = getattr(self, "dt_proj" + suffix)
+        a_log = getattr(self, "A_log" if not suffix else f"A{suffix}_log")
+        d = getattr(self, "D" + suffix)
+        u, conv_state = causal_conv1d(
+            u, conv.weight[:, 0], conv.bias, "silu",
+            None if state is None else state.conv, self.impl,
+        )  # fmt: skip
+        dt, B, C = x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], -1)
+        dt = F.linear(dt, dt_proj.weight).transpose(1, 2)  # (batch, E, L); bias in the scan
+        out = selective_scan(
+            u, dt, -torch.exp(a_log.float()),
+            B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(), d.float(),
+            z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True,
+            initial_state=None if state is None else state.ssm,
+            return_last_state=state is not None, impl=self.impl, chunk_size=self.chunk_size,
+        )  # fmt: skip
+        if state is None:
+            return out, None
+        y, ssm_state = out
+        return y, MambaState(conv=conv_state, ssm=ssm_state)

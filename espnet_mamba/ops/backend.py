@@ -1,0 +1,80 @@
+"""Which implementation runs the Mamba ops: the mamba-ssm CUDA kernels or our PyTorch code.
+
+``impl`` is one of ``"auto"``, ``"kernel"`` or ``"torch"``:
+
+* ``auto``: the kernels for CUDA tensors when mamba-ssm imports, PyTorch otherwise;
+* ``kernel``: the kernels, and a clear error when the tensor is not on CUDA or the
+  kernels are not installed (``pip install espnet-mamba[cuda]``);
+* ``torch``: always our PyTorch code (exact, any device).
+
+The choice made is logged once per (op, path).
+"""
+
+import functools
+import logging
+
+import torch
+
+IMPLS = ("auto", "kernel", "torch")
+
+_logger = logging.getLogger("espnet_mamba.ops")
+_logged = set()
+
+
+@functools.lru_cache(maxsize=None)
+def mamba_kernels():
+    """The mamba-ssm kernel functions as a dict, or None where mamba-ssm does not import.
+
+    Keys: ``selective_scan_fn``, ``mamba_inner_fn``, ``selective_state_update``,
+    ``causal_conv1d_fn``, ``causal_conv1d_update`` (the last three may be None).
+    """
+    try:
+        from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn, selective_scan_fn
+    except Exception:  # ImportError, or an extension built for another torch
+        return None
+    kernels = {"selective_scan_fn": selective_scan_fn, "mamba_inner_fn": mamba_inner_fn}
+    try:
+        from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+    except Exception:
+        selective_state_update = None
+    try:
+        from causal_conv1d import causal_conv1d_fn, causal_conv1d_update
+    except Exception:
+        causal_conv1d_fn = causal_conv1d_update = None
+    kernels.update(
+        selective_state_update=selective_state_update,
+        causal_conv1d_fn=causal_conv1d_fn,
+        causal_conv1d_update=causal_conv1d_update,
+    )
+    return kernels
+
+
+def check_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ValueError(f"ssm impl must be one of {IMPLS}, got {impl!r}")
+    return impl
+
+
+def use_kernel(impl: str, x: torch.Tensor, op: str) -> bool:
+    """Whether ``op`` on tensor ``x`` should run the mamba-ssm kernel under ``impl``."""
+    check_impl(impl)
+    kernel = False
+    if impl == "kernel":
+        if not x.is_cuda:
+            raise RuntimeError(
+                f"ssm impl 'kernel' needs CUDA tensors, got a tensor on {x.device}; "
+                "use impl 'auto' or 'torch' on CPU"
+            )
+        if mamba_kernels() is None:
+            raise RuntimeError(
+                "ssm impl 'kernel' was asked for but mamba-ssm does not import: install the "
+                "CUDA extra (pip install 'espnet-mamba[cuda]') or use impl 'auto'/'torch'"
+            )
+        kernel = True
+    elif impl == "auto":
+        kernel = x.is_cuda and mamba_kernels() is not None
+    path = "mamba-ssm kernel" if kernel else "pytorch"
+    if (op, path) not in _logged:
+        _logged.add((op, path))
+        _logger.info("%s runs on the %s path", op, path)
+    return kernel

@@ -1,0 +1,47 @@
+"""Depthwise causal 1-D convolution of Mamba: the causal-conv1d kernel or PyTorch."""
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from espnet_mamba.ops.backend import mamba_kernels, use_kernel
+
+
+def causal_conv1d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    activation: Optional[str] = "silu",
+    initial_state: Optional[torch.Tensor] = None,
+    impl: str = "auto",
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """y_t = act(bias + sum_k weight[:, k] * x_{t - K + 1 + k}), each channel on its own.
+
+    Args:
+        x: (batch, E, L). weight: (E, K). bias: (E,).
+        activation: "silu" or None.
+        initial_state: (batch, E, K - 1), the K - 1 inputs before x (zeros if None).
+
+    Returns:
+        y (batch, E, L) and the final state (batch, E, K - 1): the last K - 1 inputs.
+    """
+    if activation not in (None, "silu"):
+        raise ValueError(f"activation must be 'silu' or None, got {activation!r}")
+    width = weight.shape[1]
+    if initial_state is None:
+        initial_state = x.new_zeros(x.shape[0], x.shape[1], width - 1)
+        kernel_fn = mamba_kernels()["causal_conv1d_fn"] if use_kernel(impl, x, "causal_conv1d") else None
+        if kernel_fn is not None:
+            y = kernel_fn(x, weight, bias, activation=activation)
+            return y, _last_inputs(initial_state, x, width)
+    padded = torch.cat([initial_state.to(x.dtype), x], dim=-1)
+    y = F.conv1d(padded, weight[:, None, :], bias, groups=x.shape[1])
+    if activation == "silu":
+        y = F.silu(y)
+    return y, padded[..., padded.shape[-1] - (width - 1) :]
+
+
+def _last_inputs(initial_state: torch.Tensor, x: torch.Tensor, width: int) -> torch.Tensor:
+    padded = torch.cat([initial_state, x[..., -(width - 1) :]], dim=-1)
+    return padded[..., padded.shape[-1] - (width - 1) :]

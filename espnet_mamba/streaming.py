@@ -1,0 +1,24 @@
+"""The state a causal model carries between streaming calls."""
+
+from dataclasses import dataclass
+from typing import Any, List, Optional
+
+import torch
+
+from espnet_mamba.nn.feature_extractor import ConvStreamState
+
+
+@dataclass
+class StreamState:
+    """Everything a causal backbone needs to continue a stream.
+
+    conv: the waveform CNN's unconsumed inputs per layer.
+    pos_conv: the last kernel - 1 inputs (batch, K - 1, D) of the causal positional conv.
+    layers: per block, a MambaState or a key/value cache (None before the first frame).
+    samples: samples consumed so far (per stream of the batch).
+    """
+
+    conv: ConvStreamState
+    pos_conv: Optional[torch.Tensor]
+    layers: List[Any]
+    samples: int
