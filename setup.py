@@ -28,6 +28,7 @@ setup(
         "espnet==202611",
         "espnet_model_zoo",
         "s3prl==0.4.18",
+        "tensorboard",
         "tensorboardX",
         "scikit-learn",
         "jiwer",

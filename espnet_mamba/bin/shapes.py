@@ -1,0 +1,34 @@
+"""Write ESPnet's shape file (``utt_id num_samples``) for a wav.scp, checking every file.
+
+    python -m espnet_mamba.bin.shapes --wav_scp data/train/wav.scp --out dump/shapes/train/speech_shape
+"""
+
+import argparse
+from pathlib import Path
+
+import soundfile
+
+from espnet_mamba.audio import read_scp
+from espnet_mamba.validation import SAMPLE_RATE
+
+
+def main(cmd=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--wav_scp", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(cmd)
+    lines = []
+    for utt_id, path in read_scp(args.wav_scp):
+        info = soundfile.info(path)
+        if info.samplerate != SAMPLE_RATE or info.channels != 1:
+            raise ValueError(
+                f"{utt_id} ({path}): need mono {SAMPLE_RATE} Hz audio, got {info.channels} channel(s) "
+                f"at {info.samplerate} Hz"
+            )
+        lines.append(f"{utt_id} {info.frames}\n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("".join(lines))
+
+
+if __name__ == "__main__":
+    main()

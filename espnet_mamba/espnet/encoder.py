@@ -1,0 +1,106 @@
+"""ESPnet encoder ``mamba_hubert``: the whole Mamba-HuBERT backbone behind ESPnet's AbsEncoder.
+
+It takes raw 16 kHz waveforms, so recipes set ``input_size: 1`` (no ESPnet frontend),
+``normalize: null`` and ``preencoder: null``. Its ``backbone`` is exactly
+:class:`espnet_mamba.MambaHuBERT`, so one state dict serves ESPnet, s3prl and
+``espnet_mamba.build_model``.
+"""
+
+import contextlib
+import logging
+from typing import Optional
+
+import torch
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+
+from espnet_mamba.config import load_config
+from espnet_mamba.model import MambaHuBERT
+from espnet_mamba.validation import check_waveforms
+
+
+class MambaHuBERTEncoder(AbsEncoder):
+    """Args (the YAML ``encoder_conf``):
+        input_size: given by ESPnet; must be 1 (raw waveform).
+        preset: a name from ``espnet_mamba.list_presets()``.
+        pretrained: a checkpoint to start from (see ``espnet_mamba.espnet.checkpoint``); its
+            model config replaces the preset, ``overrides`` still apply (e.g. dropout).
+        freeze_cnn: keep the waveform CNN frozen (HuBERT fine-tuning).
+        freeze_encoder_steps: run the whole backbone without gradients for the first N
+            training steps, then train all but the (optionally frozen) CNN.
+        overrides: ModelConfig fields, e.g. ``num_layers: 2``.
+    """
+
+    def __init__(
+        self,
+        input_size: int = 1,
+        preset: str = "mamba_base",
+        pretrained: Optional[str] = None,
+        freeze_cnn: bool = False,
+        freeze_encoder_steps: int = 0,
+        **overrides,
+    ):
+        super().__init__()
+        if input_size != 1:
+            raise ValueError(
+                f"encoder mamba_hubert takes raw waveforms: set input_size: 1 and no frontend "
+                f"(got input_size {input_size})"
+            )
+        if pretrained:
+            from espnet_mamba.espnet.checkpoint import load_pretrained
+
+            self.backbone = load_pretrained(pretrained, **overrides).backbone
+            logging.info("mamba_hubert: backbone loaded from %s", pretrained)
+        else:
+            self.backbone = MambaHuBERT(load_config(preset, **overrides))
+        self.freeze_cnn = freeze_cnn
+        self.freeze_encoder_steps = freeze_encoder_steps
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long), persistent=False)
+        if freeze_cnn:
+            self.backbone.feature_extractor.requires_grad_(False)
+
+    def output_size(self) -> int:
+        return self.backbone.output_size
+
+    @property
+    def encoders(self) -> torch.nn.ModuleList:
+        """The blocks (ESPnet's espnet_ssl frontend counts them)."""
+        return self.backbone.layers
+
+    def _grad_context(self):
+        frozen = self.training and int(self.num_updates) < self.freeze_encoder_steps
+        if self.training:
+            self.num_updates += 1
+        return torch.no_grad() if frozen else contextlib.nullcontext()
+
+    def embed(self, speech: torch.Tensor, speech_lengths: torch.Tensor):
+        """Waveforms (batch, samples[, 1]) -> projected CNN features (batch, frames, D), lengths."""
+        if speech.dim() == 3 and speech.shape[-1] == 1:
+            speech = speech[..., 0]
+        speech_lengths = check_waveforms(speech, speech_lengths, None, self.backbone.feature_extractor.receptive_field)
+        cnn = torch.no_grad() if self.freeze_cnn else contextlib.nullcontext()
+        with cnn:
+            return self.backbone.embed(speech, speech_lengths)
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor):
+        """Projected features -> [input to block 1, output of each block]."""
+        return self.backbone.encode(x, lengths)
+
+    def forward(
+        self,
+        xs_pad: torch.Tensor,
+        ilens: torch.Tensor,
+        prev_states: Optional[torch.Tensor] = None,
+        masks: Optional[torch.Tensor] = None,
+        return_all_hs: bool = False,
+    ):
+        """xs_pad (batch, samples) -> (last hidden state (batch, frames, D), lengths, None).
+
+        With ``return_all_hs`` the first element is (last, [output of each block]), as
+        ESPnet's SSL model expects. ``masks`` (padding) is implied by ``ilens``.
+        """
+        with self._grad_context():
+            x, lengths = self.embed(xs_pad, ilens)
+            hidden_states = self.encode(x, lengths)
+        if return_all_hs:
+            return (hidden_states[-1], hidden_states[1:]), lengths, None
+        return hidden_states[-1], lengths, None

@@ -1,0 +1,47 @@
+"""ESPnet SSL model ``mamba_hubert``: ESPnet's SSL model with masking inside the encoder.
+
+ESPnet masks the frontend output before the encoder; our encoder owns the waveform CNN, so
+the mask (ESPnet's ``Masking`` util, with its mask embedding) goes between the encoder's
+``embed`` and ``encode``. Losses (ESPnet's ``HuBERTLoss``) are unchanged.
+"""
+
+from typing import Dict
+
+import torch
+from espnet2.legacy.nets.pytorch_backend.nets_utils import make_pad_mask
+from espnet2.ssl.espnet_model import ESPnetSSLModel
+
+from espnet_mamba.espnet.encoder import MambaHuBERTEncoder
+
+
+class MambaHuBERTSSLModel(ESPnetSSLModel):
+    def __init__(self, frontend, specaug, normalize, preencoder, encoder, **kwargs):
+        for name, module in (("frontend", frontend), ("normalize", normalize), ("preencoder", preencoder)):
+            if module is not None:
+                raise ValueError(
+                    f"model mamba_hubert takes raw waveforms: set {name}: null "
+                    "(and input_size: 1 for no frontend)"
+                )
+        if not isinstance(encoder, MambaHuBERTEncoder):
+            raise ValueError(f"model mamba_hubert needs encoder: mamba_hubert, got {type(encoder).__name__}")
+        super().__init__(frontend, specaug, normalize, preencoder, encoder, **kwargs)
+
+    def encode(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        text: torch.Tensor = None,
+        text_lengths: torch.Tensor = None,
+        use_final_output: bool = True,
+    ) -> Dict:
+        """speech (batch, samples) -> {"encoder_output": [output of each block], lengths, mask_info}."""
+        speech = speech[:, : speech_lengths.max()]
+        with self.encoder._grad_context():
+            x, lengths = self.encoder.embed(speech, speech_lengths)
+            data = {}
+            if "mask" in self.util_attributes:
+                x, data["mask_info"] = self.util_modules["mask"](x, make_pad_mask(lengths).to(x.device))
+            hidden_states = self.encoder.encode(x, lengths)
+        data["encoder_output"] = hidden_states[1:]
+        data["encoder_output_lengths"] = lengths
+        return data

@@ -1,0 +1,35 @@
+"""Registration of our classes into ESPnet's tasks, and task classes that carry it.
+
+ESPnet has no plugin mechanism: tasks choose classes from module-level ``ClassChoices``.
+Importing this module adds ``encoder: mamba_hubert`` (SSL and ASR tasks) and
+``model: mamba_hubert`` (SSL task). ESPnet's multi-GPU launcher spawns workers that unpickle
+the task class; since ours live here, each worker imports this module and registers again.
+"""
+
+from espnet2.tasks import asr as espnet_asr
+from espnet2.tasks import ssl as espnet_ssl
+from espnet2.tasks.asr import ASRTask
+from espnet2.tasks.ssl import SSLTask
+
+from espnet_mamba.espnet.encoder import MambaHuBERTEncoder
+from espnet_mamba.espnet.ssl_model import MambaHuBERTSSLModel
+
+NAME = "mamba_hubert"
+
+
+def register() -> None:
+    """Make ``mamba_hubert`` selectable in ESPnet's SSL and ASR tasks (idempotent)."""
+    espnet_ssl.encoder_choices.classes[NAME] = MambaHuBERTEncoder
+    espnet_ssl.model_choices.classes[NAME] = MambaHuBERTSSLModel
+    espnet_asr.encoder_choices.classes[NAME] = MambaHuBERTEncoder
+
+
+register()
+
+
+class MambaSSLTask(SSLTask):
+    """ESPnet's SSL task with ``mamba_hubert`` registered (also in spawned workers)."""
+
+
+class MambaASRTask(ASRTask):
+    """ESPnet's ASR task with ``mamba_hubert`` registered (also in spawned workers)."""
