@@ -6,7 +6,7 @@ only, no data, any length in a second), with the PyTorch Mamba path:
 
 * matmul MACs: ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions, attention;
   FLOPs / 2), with the weight gradient of grouped convolutions counted per group (torch 2.11
-  counts it as if the conv had one group, 768 times too much for a depthwise conv of width 768);
+  counts it ``groups`` times too much: E times for the depthwise conv of a Mamba mixer);
 * scan MACs: the selective scan counted analytically (:func:`selective_scan_macs`), since
   FlopCounterMode sees neither the mamba-ssm kernel nor the elementwise work of a scan. During
   counting every scan is replaced by a stand-in of the same shapes that does no counted work.
@@ -42,6 +42,7 @@ MODES = ("infer", "train", "stream")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 MASK_PROB = 0.5  # fraction of frames masked in a training step, about HuBERT's
 STREAM_WARMUP_STEPS = 50  # steps of a throwaway stream before the measured one
+STREAM_MAC_WINDOW_S = 0.1  # stream MACs: of this much audio at the end of the stream
 MIB = 2**20
 
 
@@ -75,7 +76,7 @@ class Result:
 
     status: "ok", "OOM", or "n/a" (the setting does not apply, see ``note``).
     mac_window_s: seconds of each utterance the MACs are for: all of it, except for stream
-    results, whose MACs are those of the last second (at most) of the stream, step by step.
+    results, whose MACs are those of the last steps of the stream (see :func:`stream_macs`).
     """
 
     preset: str
@@ -227,10 +228,11 @@ def offline_macs(model, setting: Setting):
 
 
 def stream_macs(model, setting: Setting, chunk_samples: int):
-    """(matmul MACs, scan MACs, seconds counted) of the last second of a stream (or all of a
-    shorter one, or its last step if longer), step by step; the stream before it is fed as one
-    chunk, which gives the same state."""
-    steps = max(1, round(min(setting.seconds, 1.0) * SAMPLE_RATE) // chunk_samples)
+    """(matmul MACs, scan MACs, seconds counted) of the last steps of a stream, about
+    ``STREAM_MAC_WINDOW_S`` of audio (at least one step, at most the stream), counted step by
+    step; the stream before them is fed as one chunk, which leaves the same state."""
+    window = max(chunk_samples, round(min(setting.seconds, STREAM_MAC_WINDOW_S) * SAMPLE_RATE))
+    steps = math.ceil(window / chunk_samples)
     with torch.no_grad():
         state = model.init_stream(setting.batch, device="meta")
         prefix = setting.samples - steps * chunk_samples
@@ -407,14 +409,15 @@ class GraphedStreamStep:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), _autocast(chunk.device, dtype):
-            _, new_state = model.stream(self.chunk, self.state)  # warm-up, as torch's recipe asks
+            for _ in range(3):  # warm-up on a side stream, as torch's recipe asks
+                _, new_state = model.stream_step(self.chunk, self.state)
         torch.cuda.current_stream().wait_stream(side)
         if state_signature(new_state) != self.signature:
             raise RuntimeError("the stream state changes shape from step to step (e.g. a growing key/value cache)")
         self.graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(self.graph), _autocast(chunk.device, dtype):
-                _, new_state = model.stream(self.chunk, self.state)
+                _, new_state = model.stream_step(self.chunk, self.state)
         except Exception as error:
             raise RuntimeError(f"capture failed: {type(error).__name__}: {str(error).splitlines()[0]}") from error
         self.targets = list(zip(tensors_of(self.state), tensors_of(new_state)))
@@ -437,26 +440,28 @@ def _run_stream(model, wavs, chunk_samples: int, dtype: str, graphed: Optional[G
     device = wavs.device
     cuda = device.type == "cuda"
     state = model.init_stream(wavs.shape[0], device)
-    times, events, replaying = [], [], False  # perf_counter times, CUDA events
+    times, replaying = [], False  # CUDA: (start, end) event pairs; CPU: seconds
     for start in range(0, wavs.shape[1], chunk_samples):
         chunk = wavs[:, start : start + chunk_samples]
         if graphed is not None and not replaying and state_signature(state) == graphed.signature:
             graphed.load(state)
             replaying = True
+        begin = torch.cuda.Event(enable_timing=True) if cuda else time.perf_counter()
         if cuda:
-            events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
-            events[-1][0].record()
-        begin = time.perf_counter()
+            begin.record()
         if replaying:
             graphed(chunk)
         else:
             with _autocast(device, dtype):
                 _, state = model.stream(chunk, state)
         if cuda:
-            events[-1][1].record()
-        times.append(time.perf_counter() - begin)
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            times.append((begin, end))
+        else:
+            times.append(time.perf_counter() - begin)
     synchronize(device)
-    return [b.elapsed_time(e) / 1000 for b, e in events] if cuda else times
+    return [begin.elapsed_time(end) / 1000 for begin, end in times] if cuda else times
 
 
 def measure_stream(model, wavs, chunk_samples: int, dtype: str, cuda_graphs: bool):
@@ -615,8 +620,8 @@ def speedups(results: Sequence[Result], reference: str) -> List[Optional[float]]
     return ratios
 
 
-def _fmt(value: Optional[float], spec: str) -> str:
-    return "–" if value is None else format(value, spec)
+def _fmt(value: Optional[float], spec: str, scale: float = 1.0) -> str:
+    return "–" if value is None else format(value * scale, spec)
 
 
 TABLE_COLUMNS = ("preset", "mode", "dtype", "batch", "audio s", "matmul GMAC (FlopCounterMode)",
@@ -630,12 +635,10 @@ def markdown_table(results: Sequence[Result], ratio_to: Optional[str] = None) ->
     ratios = speedups(results, ratio_to) if ratio_to else [None] * len(results)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r, ratio in zip(results, ratios):
-        gmac = lambda m: None if m is None else m / 1e9  # noqa: E731
         step = "–" if r.step_ms is None else f"{r.step_ms:.2f} / {r.step_p90_ms:.2f}"
-        cells = [r.preset, r.mode, r.dtype, str(r.batch), f"{r.seconds:g}", _fmt(gmac(r.matmul_macs), ".4g"),
-                 _fmt(gmac(r.scan_macs), ".3g"), _fmt(gmac(r.macs_per_second), ".4g"),
-                 _fmt(None if r.time_s is None else 1000 * r.time_s, ".1f"), _fmt(r.rtf, ".4g"), step,
-                 _fmt(r.peak_mem_mib, ".0f")]  # fmt: skip
+        cells = [r.preset, r.mode, r.dtype, str(r.batch), f"{r.seconds:g}", _fmt(r.matmul_macs, ".4g", 1e-9),
+                 _fmt(r.scan_macs, ".3g", 1e-9), _fmt(r.macs_per_second, ".4g", 1e-9),
+                 _fmt(r.time_s, ".1f", 1e3), _fmt(r.rtf, ".4g"), step, _fmt(r.peak_mem_mib, ".0f")]  # fmt: skip
         if ratio_to:
             cells.append(_fmt(ratio, ".2f"))
         cells.append(r.status + (f" ({r.note})" if r.note else ""))
@@ -654,38 +657,46 @@ def write_tsv(results: Sequence[Result], path) -> None:
 
 
 def plot(results: Sequence[Result], path) -> None:
-    """Figure-1-style PNG: MACs per second of audio and RTF against audio seconds (log axes),
-    one line per preset (and per mode, dtype, batch where several were measured); OOM marked."""
+    """Figure-1-style PNG against audio seconds (log axis): MACs per second of audio (linear,
+    from 0) and RTF (log). One colour per preset, one line style per (mode, dtype, batch); OOM marked at the top."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = {}
-    for r in results:
-        groups.setdefault((r.preset, r.mode, r.dtype, f"batch {r.batch}"), []).append(r)
-    varying = [i for i in range(1, 4) if len({key[i] for key in groups}) > 1]
-    fig, (ax_macs, ax_rtf) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for key, rows in groups.items():
-        label = " ".join([key[0]] + [key[i] for i in varying])
-        macs = [(r.seconds, r.macs_per_second / 1e9) for r in rows if r.macs is not None]
-        rtf = [(r.seconds, r.rtf) for r in rows if r.rtf is not None]
-        if macs:
-            ax_macs.plot(*zip(*macs), marker="o", label=label)
-        if rtf:
-            (line,) = ax_rtf.plot(*zip(*rtf), marker="o", label=label)
+    presets = list(dict.fromkeys(r.preset for r in results))
+    variants = list(dict.fromkeys((r.mode, r.dtype, r.batch) for r in results))
+    styles = [(ls, m) for m in "osD^v" for ls in ("-", "--", ":", "-.")]
+    fig, (ax_macs, ax_rtf) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+    for preset in presets:
+        colour = plt.get_cmap("tab10")(presets.index(preset) % 10)
+        for variant in variants:
+            rows = [r for r in results if r.preset == preset and (r.mode, r.dtype, r.batch) == variant]
+            linestyle, marker = styles[variants.index(variant) % len(styles)]
+            style = dict(color=colour, linestyle=linestyle, marker=marker)
+            label = preset if len(variants) == 1 else f"{preset} {variant[0]} {variant[1]} batch {variant[2]}"
+            macs = [(r.seconds, r.macs_per_second / 1e9) for r in rows if r.macs is not None]
+            rtf = [(r.seconds, r.rtf) for r in rows if r.rtf is not None]
+            if macs:
+                ax_macs.plot(*zip(*macs), label=label, **style)
+            if rtf:
+                ax_rtf.plot(*zip(*rtf), **style)
             for r in rows:
                 if r.status == "OOM":
-                    ax_rtf.text(r.seconds, 0.95, "OOM", color=line.get_color(), fontsize=8,
-                                transform=ax_rtf.get_xaxis_transform(), ha="center")  # fmt: skip
-    ax_macs.set(xscale="log", yscale="log", xlabel="audio seconds", ylabel="GMACs per second of audio",
+                    ax_rtf.text(r.seconds, 0.97, "OOM", color=colour, fontsize=8, ha="center", va="top",
+                                transform=ax_rtf.get_xaxis_transform())  # fmt: skip
+    seconds = sorted({r.seconds for r in results})
+    ax_macs.set_ylim(bottom=0)
+    ax_macs.set(ylabel="GMACs per second of audio",
                 title="Compute (matmul: FlopCounterMode; scan: analytic)")  # fmt: skip
-    ax_rtf.set(xscale="log", yscale="log", xlabel="audio seconds", ylabel="real-time factor (time / audio s)",
-               title=f"Wall time on {results[0].device}")  # fmt: skip
+    ax_rtf.set(yscale="log", ylabel="real-time factor (time / audio s)", title=f"Wall time on {results[0].device}")
     for ax in (ax_macs, ax_rtf):
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.set_xscale("log")
+        ax.set_xticks(seconds, [f"{s:g}" for s in seconds])
+        ax.minorticks_off()
+        ax.set_xlabel("audio seconds")
+        ax.grid(True, alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -727,7 +738,7 @@ def write_report(results: Sequence[Result], output_dir, env: dict, command: str,
     notes = ("MACs: matmul = FlopCounterMode on the meta device (FLOPs / 2); scan = analytic, "
              "4 N + 3 MACs per frame and channel, x3 for train. RTF = time / (batch x audio s). "
              "train = forward + backward of the masked-prediction loss. stream: time = whole "
-             "stream, MACs = its last second. peak MiB: above the memory in use before the step "
+             "stream, MACs = its last ~0.1 s, per audio s. peak MiB: above the memory in use before the step "
              "(CPU: peak RSS increase, a lower bound).")  # fmt: skip
     (out / "benchmark.md").write_text("\n".join(["# Benchmark", "", *header, "", notes, "", table, ""]))
     ratios = speedups(results, ratio_to) if ratio_to else [None] * len(results)

@@ -44,6 +44,8 @@ class ModelConfig:
     # Pretraining head: 256-d projection, 504 label embeddings
     final_dim: int = 256
     num_classes: int = 504
+    # Recompute the waveform CNN in the backward pass instead of storing its activations
+    recompute_cnn: bool = False
     # Implementation of the Mamba ops: "auto", "kernel" or "torch"; PyTorch scan chunk
     ssm_impl: str = "auto"
     scan_chunk_size: int = 16

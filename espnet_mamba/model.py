@@ -38,7 +38,7 @@ class MambaHuBERT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.feature_extractor = FeatureExtractor(cfg.extractor_mode, cfg.conv_layers)
+        self.feature_extractor = FeatureExtractor(cfg.extractor_mode, cfg.conv_layers, recompute=cfg.recompute_cnn)
         self.feature_norm = nn.LayerNorm(self.feature_extractor.output_dim)
         self.feature_proj = nn.Linear(self.feature_extractor.output_dim, cfg.d_model)
         self.dropout_input = nn.Dropout(cfg.dropout_input)
@@ -113,6 +113,12 @@ class MambaHuBERT(nn.Module):
         the audio into chunks gives the frames of one offline ``extract_features``.
         """
         check_waveforms(chunk, None, None, min_samples=0)
+        return self.stream_step(chunk, state)
+
+    def stream_step(self, chunk: torch.Tensor, state: StreamState) -> Tuple[List[torch.Tensor], StreamState]:
+        """``stream`` without the input checks, which synchronise with the host: the step
+        that a CUDA graph can capture (for a fixed chunk size, once the CNN's buffers have
+        reached their steady size)."""
         feats, conv_state = self.feature_extractor.forward_chunk(chunk, state.conv)
         x = self.feature_proj(self.feature_norm(feats))
         pos_conv, layer_states = state.pos_conv, list(state.layers)

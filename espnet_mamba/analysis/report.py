@@ -8,6 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+
+_PLAIN_NUMBER = FuncFormatter(lambda value, _: f"{value:g}")
 
 LayerTable = Dict[str, List[float]]  # measure -> one value per layer, layer 0 first
 
@@ -56,8 +59,11 @@ def plot_layers(
             ax.plot(range(len(values)), values, marker="o", markersize=3, label=label)
         ax.set_title(panel)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if log_y:
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(_PLAIN_NUMBER)
+            ax.yaxis.set_minor_formatter(_PLAIN_NUMBER)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     if title:

@@ -94,7 +94,7 @@ def run_purity(args):
     out = output_dir(args)
     report.write_layer_table(out / "purity.tsv", columns)
     title = f"{model_name(args)}: k-means {args.n_clusters} units, {len(utts)} utterances"
-    report.plot_layers({model_name(args): columns}, out / "purity.png", title)
+    report.plot_layers({"k-means units against phones": columns}, out / "purity.png", title)
     print(f"wrote {out / 'purity.tsv'} and {out / 'purity.png'}")
 
 
@@ -121,7 +121,8 @@ def run_cca(args):
         columns[kind] = cca.layerwise_pwcca(frames.layers, frames.labels[kind], mask, args.max_frames, args.seed)
     out = output_dir(args)
     report.write_layer_table(out / "cca.tsv", columns)
-    report.plot_layers({model_name(args): columns}, out / "cca.png", f"{model_name(args)}: PWCCA with labels")
+    title = f"{model_name(args)}: {len(utts)} utterances"
+    report.plot_layers({"PWCCA with labels": columns}, out / "cca.png", title)
     print(f"wrote {out / 'cca.tsv'} and {out / 'cca.png'}")
 
 

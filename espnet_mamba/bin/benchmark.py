@@ -39,13 +39,15 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", type=_list, default=["float32"], help="float32 and/or bfloat16 (autocast)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
     p.add_argument("--warmup", type=int, default=2, help="untimed runs before the timed ones")
-    p.add_argument("--repeat", type=int, default=5, help="timed runs; the median is reported")
+    p.add_argument("--repeat", type=int, default=5, help="timed runs; the median is reported (stream: one timed stream)")
     p.add_argument("--chunk_ms", type=float, default=20.0, help="stream: audio per step")
     p.add_argument("--cuda_graphs", action="store_true", help="stream: replay steady-state steps in a CUDA graph")
     p.add_argument("--ratio_to", help="add a column: time of this preset / time of the row's preset")
     p.add_argument("--override", type=_override, action="append", default=[], metavar="KEY=VALUE",
                    help="ModelConfig field for every preset, e.g. num_layers=2 (repeatable)")
     p.add_argument("--output_dir", default="exp/benchmark")
+    p.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's choice); 1 is steadier "
+                   "on a machine other processes share")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -58,6 +60,10 @@ def main(argv=None) -> None:
         seconds = [float(s) for s in args.seconds]
     except ValueError as error:
         raise ValueError(f"--seconds wants numbers, got {args.seconds}") from error
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     settings = [Setting(mode, s, args.batch, dtype) for mode in args.mode for dtype in args.dtype for s in seconds]
     spec = BenchmarkSpec(
         presets=args.presets, settings=settings, device=args.device, overrides=dict(args.override),

@@ -70,7 +70,7 @@ def _read(path: Path) -> Tuple[Union[ModelConfig, dict], Dict[str, torch.Tensor]
         if not found:
             raise FileNotFoundError(f"no model .pth in {path}")
         path = found[0]
-    if zipfile.is_zipfile(path):
+    if _is_packed(path):
         return _read_packed(path)
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
@@ -85,13 +85,19 @@ def _read(path: Path) -> Tuple[Union[ModelConfig, dict], Dict[str, torch.Tensor]
     return yaml.safe_load(config_path.read_text()), obj, "espnet"
 
 
+def _is_packed(path: Path) -> bool:
+    """A zip with a meta.yaml (torch.save files are zips too, without one)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("meta.yaml") for n in archive.namelist())
+
+
 def _read_packed(path: Path):
     """Config and weights from a zip made by ``espnet2.bin.pack``."""
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
-        meta_name = next((n for n in names if n.endswith("meta.yaml")), None)
-        if meta_name is None:
-            raise ValueError(f"{path} is a zip but not a packed ESPnet model (no meta.yaml)")
+        meta_name = next(n for n in names if n.endswith("meta.yaml"))
         meta = yaml.safe_load(archive.read(meta_name))
         config_file = next(iter(meta["yaml_files"].values()))
         model_file = next(v for k, v in meta["files"].items() if k.endswith("model_file"))

@@ -1,9 +1,10 @@
 """Registration of our classes into ESPnet's tasks, and task classes that carry it.
 
 ESPnet has no plugin mechanism: tasks choose classes from module-level ``ClassChoices``.
-Importing this module adds ``encoder: mamba_hubert`` (SSL and ASR tasks) and
-``model: mamba_hubert`` (SSL task). ESPnet's multi-GPU launcher spawns workers that unpickle
-the task class; since ours live here, each worker imports this module and registers again.
+Importing this module adds ``encoder: mamba_hubert`` (SSL and ASR tasks),
+``model: mamba_hubert`` (SSL task) and the s3prl upstream ``mamba_hubert`` (for ASR
+``frontend: s3prl``). ESPnet's multi-GPU launcher spawns workers that unpickle the task class;
+since ours live here, each worker imports this module and registers again.
 """
 
 from espnet2.tasks import asr as espnet_asr
@@ -18,7 +19,10 @@ NAME = "mamba_hubert"
 
 
 def register() -> None:
-    """Make ``mamba_hubert`` selectable in ESPnet's SSL and ASR tasks (idempotent)."""
+    """Make ``mamba_hubert`` selectable in ESPnet's SSL and ASR tasks (idempotent), and as the
+    s3prl upstream of ESPnet's ``frontend: s3prl`` (importing s3prl_upstream adds it)."""
+    import s3prl_upstream  # noqa: F401
+
     espnet_ssl.encoder_choices.classes[NAME] = MambaHuBERTEncoder
     espnet_ssl.model_choices.classes[NAME] = MambaHuBERTSSLModel
     espnet_asr.encoder_choices.classes[NAME] = MambaHuBERTEncoder

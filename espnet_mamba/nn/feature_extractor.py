@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 HUBERT_CONV_LAYERS = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 MIN_SAMPLES = 400  # receptive field of one output frame
@@ -84,10 +85,15 @@ class FeatureExtractor(nn.Module):
     Args:
         mode: "group_norm" or "layer_norm" (see the module docstring).
         conv_layers: (channels, kernel, stride) per layer.
+        recompute: in training, keep only each layer's input and recompute the layer in the
+            backward pass (activation checkpointing): the CNN's activations dominate the
+            memory of long inputs.
     """
 
-    def __init__(self, mode: str = "group_norm", conv_layers=HUBERT_CONV_LAYERS, conv_bias: bool = False):
+    def __init__(self, mode: str = "group_norm", conv_layers=HUBERT_CONV_LAYERS, conv_bias: bool = False,
+                 recompute: bool = False):
         super().__init__()
+        self.recompute = recompute
         if mode not in ("group_norm", "layer_norm"):
             raise ValueError(f"extractor mode must be 'group_norm' or 'layer_norm', got {mode!r}")
         self.mode = mode
@@ -121,7 +127,10 @@ class FeatureExtractor(nn.Module):
         for layer in self.conv_layers:
             if frame_lengths is not None:
                 frame_lengths = conv_output_lengths(frame_lengths, [(0, layer.kernel, layer.stride)])
-            x = layer(x, frame_lengths)
+            if self.recompute and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, frame_lengths, use_reentrant=False)
+            else:
+                x = layer(x, frame_lengths)
         return x.transpose(1, 2), frame_lengths
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> ConvStreamState:

@@ -5,7 +5,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from espnet_mamba.ops.backend import mamba_kernels, use_kernel
+from espnet_mamba.ops.backend import check_impl, mamba_kernels, use_kernel
 
 
 def causal_conv1d(
@@ -28,6 +28,7 @@ def causal_conv1d(
     """
     if activation not in (None, "silu"):
         raise ValueError(f"activation must be 'silu' or None, got {activation!r}")
+    check_impl(impl)
     width = weight.shape[1]
     if initial_state is None:
         initial_state = x.new_zeros(x.shape[0], x.shape[1], width - 1)

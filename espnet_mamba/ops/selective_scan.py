@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from espnet_mamba.ops.backend import mamba_kernels, use_kernel
+from espnet_mamba.ops.backend import check_impl, mamba_kernels, use_kernel
 
 
 def selective_scan(
@@ -51,6 +51,7 @@ def selective_scan(
         out (batch, E, L) in u's dtype, and the last state (batch, E, N) in float32 when
         ``return_last_state``.
     """
+    check_impl(impl)
     if initial_state is None and use_kernel(impl, u, "selective_scan"):
         return mamba_kernels()["selective_scan_fn"](
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state

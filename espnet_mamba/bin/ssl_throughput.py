@@ -1,0 +1,141 @@
+"""Pretraining throughput through ESPnet, on a synthetic corpus, for presets side by side.
+
+    python -m espnet_mamba.bin.ssl_throughput --presets mamba_base,transformer_base \
+        --ngpu 1 --steps 200 --batch_size 8 --seconds 15 --amp true --work_dir /tmp/tp
+
+For each preset it writes a corpus of ``--seconds``-long utterances (tones in noise) with
+random 100-cluster labels, runs iteration-0 style pretraining (``espnet_mamba.bin.ssl_train``,
+HuBERT masking and loss) for ``--steps`` steps, and prints a table of seconds of audio
+trained per second of wall time (from ESPnet's epoch timing) and the loss at the start and
+the end. With ``--ngpu 2`` ESPnet trains with DDP.
+"""
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import yaml
+
+SAMPLE_RATE = 16000
+N_CLUSTERS = 100
+
+
+def write_corpus(root: Path, utterances: int, seconds: float, seed: int = 0) -> None:
+    """root/{wav.scp, text, speech_shape, tokens.txt} of synthetic audio and labels."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    samples = int(seconds * SAMPLE_RATE)
+    frames = (samples - 400) // 320 + 1
+    t = np.arange(samples) / SAMPLE_RATE
+    scp, text, shape = [], [], []
+    for i in range(utterances):
+        utt = f"utt{i:05d}"
+        freqs = rng.uniform(100, 3000, size=4)
+        wav = sum(np.sin(2 * np.pi * f * t) for f in freqs) * 0.1 + 0.05 * rng.standard_normal(samples)
+        soundfile.write(root / f"{utt}.wav", wav.astype(np.float32), SAMPLE_RATE)
+        scp.append(f"{utt} {root / f'{utt}.wav'}\n")
+        text.append(utt + " " + " ".join(map(str, rng.integers(0, N_CLUSTERS, frames))) + "\n")
+        shape.append(f"{utt} {samples}\n")
+    (root / "wav.scp").write_text("".join(scp))
+    (root / "text").write_text("".join(text))
+    (root / "speech_shape").write_text("".join(shape))
+    (root / "tokens.txt").write_text("".join(f"{i}\n" for i in range(N_CLUSTERS)) + "<unk>\n")
+
+
+def write_config(path: Path, preset: str, batch_size: int, steps: int, amp: bool) -> None:
+    config = {
+        "encoder": "mamba_hubert",
+        "encoder_conf": {"preset": preset},
+        "model": "mamba_hubert",
+        "input_size": 1,
+        "normalize": None,
+        "preencoder": None,
+        "loss": [{"name": "hubert", "conf": {"num_classes": N_CLUSTERS + 1, "final_dim": 256}}],
+        "util": [{"name": "mask", "conf": {"mask_prob": 0.8, "mask_length": 10}}],
+        "collate_fn_conf": {"label_downsampling": 1, "pad": False, "rand_crop": True},
+        "batch_type": "sorted",
+        "batch_size": batch_size,
+        "num_iters_per_epoch": steps,
+        "max_epoch": 1,
+        "num_workers": 2,
+        "optim": "adamw",
+        "optim_conf": {"lr": 5e-4, "weight_decay": 0.01},
+        "scheduler": "warmuplr",
+        "scheduler_conf": {"warmup_steps": max(steps // 10, 1)},
+        "use_amp": amp,
+        "grad_clip": 10.0,
+        "log_interval": max(steps // 10, 1),
+        "num_att_plot": 0,
+        "use_tensorboard": False,
+        "best_model_criterion": [["train", "loss", "min"]],
+        "keep_nbest_models": 1,
+        "seed": 0,
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def run_training(work: Path, corpus: Path, config: Path, ngpu: int) -> str:
+    out = work / "exp"
+    cmd = [
+        sys.executable, "-m", "espnet_mamba.bin.ssl_train", "--config", str(config), "--ngpu", str(ngpu),
+        "--use_preprocessor", "true", "--token_type", "word", "--token_list", str(corpus / "tokens.txt"),
+        "--train_data_path_and_name_and_type", f"{corpus / 'wav.scp'},speech,sound",
+        "--train_data_path_and_name_and_type", f"{corpus / 'text'},text,text",
+        "--valid_data_path_and_name_and_type", f"{corpus / 'wav.scp'},speech,sound",
+        "--valid_data_path_and_name_and_type", f"{corpus / 'text'},text,text",
+        "--train_shape_file", str(corpus / "speech_shape"), "--valid_shape_file", str(corpus / "speech_shape"),
+        "--output_dir", str(out),
+    ]  # fmt: skip
+    if ngpu > 1:
+        cmd += ["--multiprocessing_distributed", "true", "--dist_launcher", "none"]
+    log = work / "train.log"
+    with open(log, "w") as stream:
+        subprocess.run(cmd, check=True, stdout=stream, stderr=subprocess.STDOUT)
+    return log.read_text()
+
+
+def summarize(log: str, steps: int, batch_size: int, seconds: float, ngpu: int) -> dict:
+    """Throughput and losses from an ESPnet train.log."""
+    epoch = re.search(r"1epoch results: \[train\](.*?)time=([\d.]+) (minutes|seconds|hours)", log)
+    if epoch is None:
+        raise ValueError("no epoch results in train.log")
+    wall = float(epoch.group(2)) * {"seconds": 1, "minutes": 60, "hours": 3600}[epoch.group(3)]
+    losses = [float(x) for x in re.findall(r"\d+-\d+batch: .*?loss=([\d.]+)", log)]
+    audio = steps * batch_size * seconds * max(ngpu, 1)
+    return {"wall_s": wall, "audio_s": audio, "audio_per_s": audio / wall, "losses": losses}
+
+
+def main(cmd=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="mamba_base,transformer_base")
+    parser.add_argument("--ngpu", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch_size", type=int, default=8, help="utterances per step and GPU")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--amp", default="true", choices=("true", "false"), help="bf16 autocast")
+    parser.add_argument("--work_dir", type=Path, required=True)
+    args = parser.parse_args(cmd)
+    corpus = args.work_dir / "corpus"
+    write_corpus(corpus, utterances=args.batch_size * max(args.ngpu, 1) * 4, seconds=args.seconds)
+    rows = []
+    for preset in args.presets.split(","):
+        work = args.work_dir / preset
+        work.mkdir(parents=True, exist_ok=True)
+        write_config(work / "config.yaml", preset, args.batch_size, args.steps, args.amp == "true")
+        stats = summarize(run_training(work, corpus, work / "config.yaml", args.ngpu), args.steps,
+                          args.batch_size, args.seconds, args.ngpu)  # fmt: skip
+        losses = stats["losses"]
+        rows.append((preset, stats, losses[0] if losses else float("nan"), losses[-1] if losses else float("nan")))
+    print(f"\n| preset | GPUs | steps | batch x s | wall s | audio s / s | loss first log | loss last log |")
+    print("|---|---|---|---|---|---|---|---|")
+    for preset, stats, first, last in rows:
+        print(f"| {preset} | {args.ngpu} | {args.steps} | {args.batch_size} x {args.seconds:g} | "
+              f"{stats['wall_s']:.1f} | {stats['audio_per_s']:.0f} | {first:.3f} | {last:.3f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

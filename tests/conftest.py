@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny models of every preset, cheap enough for CPU tests."""
+
+import pytest
+import torch
+
+import espnet_mamba
+
+# HuBERT's CNN kernels and strides (so the 400-sample receptive field and the 320-sample hop
+# stay), with 32 channels instead of 512.
+TINY_CNN = [(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running test (deselect with -m 'not slow')")
+    # The tests run tiny models, which threads do not speed up; on a shared machine the
+    # thread pool's synchronisation made each small op ~10x slower.
+    torch.set_num_threads(1)
+
+
+def tiny_overrides(preset: str) -> dict:
+    """ModelConfig overrides that shrink ``preset`` but keep its layer type, causality and
+    the presence of its FFN; dropout off, PyTorch ops."""
+    overrides = dict(
+        d_model=64, num_layers=2, heads=4, conv_layers=TINY_CNN, final_dim=32, num_classes=20,
+        dropout=0.0, attention_dropout=0.0, dropout_input=0.0, ssm_impl="torch",
+    )  # fmt: skip
+    if espnet_mamba.load_config(preset).ffn_dim:
+        overrides["ffn_dim"] = 128
+    return overrides
+
+
+@pytest.fixture
+def tiny_model():
+    """Factory: ``tiny_model(preset, **overrides)`` -> a seeded tiny model in eval mode."""
+
+    def build(preset: str, seed: int = 0, **overrides) -> espnet_mamba.MambaHuBERTForPretraining:
+        torch.manual_seed(seed)
+        model = espnet_mamba.build_model(preset, **{**tiny_overrides(preset), **overrides})
+        return model.eval()
+
+    return build

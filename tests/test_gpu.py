@@ -1,0 +1,152 @@
+"""On a CUDA machine with mamba-ssm built: our PyTorch path against the mamba-ssm kernels, and
+the model's equivalences (padding, causality, streaming) on the GPU.
+
+Skipped, with the reason shown, where there is no GPU or no mamba-ssm (CI). Run on the GPU
+machine with ``python -m pytest tests/test_gpu.py -v``; docs/benchmarks.md records the run.
+Tolerances are mamba-ssm's own tests': fp32 rtol 6e-4 / atol 2e-3, bf16 rtol 3e-2 / atol 5e-2.
+"""
+
+import pytest
+import torch
+
+import espnet_mamba
+from espnet_mamba.nn.bidirectional import InnBiMamba
+from espnet_mamba.nn.mamba import Mamba
+from espnet_mamba.ops import causal_conv1d, mamba_kernels, selective_scan
+
+pytestmark = [
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.skipif(mamba_kernels() is None, reason="needs mamba-ssm (pip install 'espnet-mamba[cuda]')"),
+]
+TOL = {torch.float32: dict(rtol=6e-4, atol=2e-3), torch.bfloat16: dict(rtol=3e-2, atol=5e-2)}
+DEVICE = "cuda"
+
+
+def _scan_inputs(dtype, batch=2, channels=64, state=16, length=300, seed=0):
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+
+    def rnd(*shape, dt=dtype):
+        return torch.randn(*shape, device=DEVICE, generator=g, dtype=torch.float32).to(dt).requires_grad_()
+
+    A = (-0.5 - torch.rand(channels, state, device=DEVICE, generator=g)).requires_grad_()
+    return dict(
+        u=rnd(batch, channels, length), delta=(0.5 * rnd(batch, channels, length)).detach().requires_grad_(),
+        A=A, B=rnd(batch, state, length), C=rnd(batch, state, length), D=rnd(channels, dt=torch.float32),
+        z=rnd(batch, channels, length), delta_bias=(0.5 * rnd(channels, dt=torch.float32)).detach().requires_grad_(),
+    )  # fmt: skip
+
+
+def _grads(out, inputs):
+    out.float().square().sum().backward()
+    grads = {k: v.grad.clone() for k, v in inputs.items()}
+    for v in inputs.values():
+        v.grad = None
+    return grads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_selective_scan_torch_matches_kernel(dtype):
+    inputs = _scan_inputs(dtype)
+    kernel = selective_scan(**inputs, delta_softplus=True, impl="kernel")
+    kernel_grads = _grads(kernel, inputs)
+    ours = selective_scan(**inputs, delta_softplus=True, impl="torch")
+    our_grads = _grads(ours, inputs)
+    assert ours.dtype == kernel.dtype
+    torch.testing.assert_close(ours, kernel, **TOL[dtype])
+    for name in inputs:
+        scale = kernel_grads[name].abs().max().clamp(min=1)
+        torch.testing.assert_close(our_grads[name] / scale, kernel_grads[name] / scale, **TOL[dtype], msg=name)
+
+
+def test_selective_scan_last_state_matches_kernel():
+    inputs = {k: v.detach() for k, v in _scan_inputs(torch.float32).items()}
+    _, kernel_state = selective_scan(**inputs, delta_softplus=True, return_last_state=True, impl="kernel")
+    _, our_state = selective_scan(**inputs, delta_softplus=True, return_last_state=True, impl="torch")
+    torch.testing.assert_close(our_state, kernel_state, **TOL[torch.float32])
+
+
+@pytest.mark.skipif(mamba_kernels() is None or mamba_kernels()["causal_conv1d_fn"] is None,
+                    reason="needs causal-conv1d")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_causal_conv1d_torch_matches_kernel(dtype):
+    x = torch.randn(2, 64, 300, device=DEVICE, dtype=dtype)
+    weight = torch.randn(64, 4, device=DEVICE, dtype=dtype)
+    bias = torch.randn(64, device=DEVICE, dtype=dtype)
+    kernel, kernel_state = causal_conv1d(x, weight, bias, "silu", impl="kernel")
+    ours, our_state = causal_conv1d(x, weight, bias, "silu", impl="torch")
+    torch.testing.assert_close(ours, kernel, **TOL[dtype])
+    torch.testing.assert_close(our_state, kernel_state)
+
+
+@pytest.mark.parametrize("mixer_class", [Mamba, InnBiMamba])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mixer_paths_agree_and_share_state_dict(mixer_class, dtype):
+    torch.manual_seed(0)
+    kernel = mixer_class(128, d_state=24, expand=3, impl="kernel").to(DEVICE)
+    ours = mixer_class(128, d_state=24, expand=3, impl="torch").to(DEVICE)
+    ours.load_state_dict(kernel.state_dict())
+    x = torch.randn(2, 250, 128, device=DEVICE)
+    with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+        a, b = kernel(x), ours(x)
+    torch.testing.assert_close(b.float(), a.float(), **TOL[dtype])
+    a.float().square().mean().backward()
+    b.float().square().mean().backward()
+    for (name, p), q in zip(kernel.named_parameters(), ours.parameters()):
+        scale = p.grad.abs().max().clamp(min=1e-3)
+        torch.testing.assert_close(q.grad / scale, p.grad / scale, **TOL[dtype], msg=name)
+
+
+def test_our_mamba_equals_mamba_ssm_module():
+    from mamba_ssm.modules.mamba_simple import Mamba as UpstreamMamba
+
+    torch.manual_seed(0)
+    upstream = UpstreamMamba(128, d_state=24, d_conv=4, expand=3).to(DEVICE)
+    ours = Mamba(128, d_state=24, d_conv=4, expand=3, impl="kernel").to(DEVICE)
+    ours.load_state_dict(upstream.state_dict())
+    x = torch.randn(2, 200, 128, device=DEVICE)
+    torch.testing.assert_close(ours(x), upstream(x), rtol=1e-5, atol=1e-5)
+    torch.manual_seed(0)
+    torch_path = Mamba(128, d_state=24, d_conv=4, expand=3, impl="torch").to(DEVICE)
+    torch_path.load_state_dict(upstream.state_dict())
+    torch.testing.assert_close(torch_path(x), upstream(x), **TOL[torch.float32])
+
+
+def _tiny(preset, **kw):
+    overrides = dict(d_model=128, num_layers=2, heads=4, dropout=0.0, dropout_input=0.0, attention_dropout=0.0)
+    return espnet_mamba.build_model(preset, **{**overrides, **kw}).to(DEVICE).eval()
+
+
+@pytest.mark.parametrize("preset", ["mamba_base", "mamba_mlp_base", "extbimamba_base", "innbimamba_base",
+                                    "conbimamba_base", "causal_transformer_base"])
+def test_model_padding_invariance_on_gpu(preset):
+    model = _tiny(preset)
+    wavs = torch.randn(2, 24000, device=DEVICE)
+    lengths = torch.tensor([24000, 13000], device=DEVICE)
+    with torch.no_grad():
+        batch, frame_lengths = model.extract_features(wavs, lengths)
+        alone, _ = model.extract_features(wavs[1:, :13000])
+    n = int(frame_lengths[1])
+    for b, a in zip(batch, alone):
+        torch.testing.assert_close(b[1, :n], a[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["mamba_base", "causal_transformer_base"])
+def test_causality_and_streaming_on_gpu(preset):
+    model = _tiny(preset)
+    wav = torch.randn(1, 32000, device=DEVICE)
+    changed = wav.clone()
+    changed[:, 20000:] = torch.randn(1, 12000, device=DEVICE)
+    with torch.no_grad():
+        offline, _ = model.extract_features(wav)
+        other, _ = model.extract_features(changed)
+    unaffected = (20000 - 400) // 320 + 1
+    for a, b in zip(offline, other):
+        torch.testing.assert_close(a[:, :unaffected], b[:, :unaffected], rtol=0, atol=0)
+    state, pieces, start = model.init_stream(1), [], 0
+    for size in [1, 399, 320, 5000, 7, 26273]:
+        hidden, state = model.stream(wav[:, start : start + size], state)
+        pieces.append(hidden)
+        start += size
+    streamed = [torch.cat([p[i] for p in pieces], dim=1) for i in range(len(offline))]
+    for a, b in zip(offline, streamed):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,226 @@
+"""The PyTorch paths of espnet_mamba.ops against plain definitions."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from reference import selective_scan_reference
+
+from espnet_mamba.ops import causal_conv1d, selective_scan
+
+BATCH, CHANNELS, STATES = 2, 6, 4
+
+
+def scan_inputs(length: int, seed: int = 0, delta_bias_scale: float = 1.0, a_scale: float = 1.0) -> dict:
+    """Random float32 inputs of selective_scan for ``length`` frames (all optional ones given)."""
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    return dict(
+        u=rand(BATCH, CHANNELS, length),
+        delta=rand(BATCH, CHANNELS, length),
+        A=-torch.rand(CHANNELS, STATES, generator=g) * a_scale - 0.1,
+        B=rand(BATCH, STATES, length),
+        C=rand(BATCH, STATES, length),
+        D=rand(CHANNELS),
+        z=rand(BATCH, CHANNELS, length),
+        delta_bias=rand(CHANNELS) * delta_bias_scale,
+        initial_state=rand(BATCH, CHANNELS, STATES),
+    )
+
+
+def run_both(inputs: dict, chunk_size: int):
+    """(out, last state) of selective_scan (torch, float32) and of the reference (float64)."""
+    out, last = selective_scan(
+        **inputs, delta_softplus=True, return_last_state=True, impl="torch", chunk_size=chunk_size
+    )
+    ref_out, ref_last = selective_scan_reference(
+        **{k: (v.double() if v is not None else None) for k, v in inputs.items()}, delta_softplus=True
+    )
+    return out, last, ref_out, ref_last
+
+
+OPTIONAL = ("D", "z", "delta_bias", "initial_state")
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 16, 64])
+@pytest.mark.parametrize("given", list(itertools.product([False, True], repeat=len(OPTIONAL))))
+def test_selective_scan_matches_reference(chunk_size, given):
+    # 37 frames: not a multiple of 4 or 16, shorter than 64
+    inputs = scan_inputs(37)
+    for name, keep in zip(OPTIONAL, given):
+        if not keep:
+            inputs[name] = None
+    out, last, ref_out, ref_last = run_both(inputs, chunk_size)
+    assert out.dtype == torch.float32 and out.shape == (BATCH, CHANNELS, 37)
+    assert last.dtype == torch.float32 and last.shape == (BATCH, CHANNELS, STATES)
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last.double(), ref_last, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("length", [1, 15, 16, 17])
+def test_selective_scan_lengths_around_the_chunk(length):
+    out, last, ref_out, ref_last = run_both(scan_inputs(length, seed=1), chunk_size=16)
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last.double(), ref_last, rtol=1e-5, atol=1e-5)
+
+
+def test_selective_scan_without_last_state_returns_the_output_only():
+    inputs = scan_inputs(20)
+    out = selective_scan(**inputs, delta_softplus=True, impl="torch")
+    assert torch.is_tensor(out)
+    with_state, _ = selective_scan(**inputs, delta_softplus=True, impl="torch", return_last_state=True)
+    assert torch.equal(out, with_state)
+
+
+def test_selective_scan_without_softplus_uses_delta_as_given():
+    inputs = scan_inputs(20)
+    inputs["delta"] = inputs["delta"].abs()  # a valid step size without softplus
+    out, last = selective_scan(**inputs, return_last_state=True, impl="torch", chunk_size=8)
+    ref_out, ref_last = selective_scan_reference(**{k: v.double() for k, v in inputs.items()})
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last.double(), ref_last, rtol=1e-5, atol=1e-5)
+
+
+def test_selective_scan_continues_from_its_last_state():
+    inputs = scan_inputs(30, seed=2)
+    inputs["initial_state"] = None
+    whole, whole_last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, impl="torch")
+    split = 11
+    first_in = {k: (v[..., :split] if k in ("u", "delta", "B", "C", "z") else v) for k, v in inputs.items()}
+    second_in = {k: (v[..., split:] if k in ("u", "delta", "B", "C", "z") else v) for k, v in inputs.items()}
+    first, state = selective_scan(**first_in, delta_softplus=True, return_last_state=True, impl="torch")
+    second, last = selective_scan(
+        **{**second_in, "initial_state": state}, delta_softplus=True, return_last_state=True, impl="torch"
+    )
+    torch.testing.assert_close(torch.cat([first, second], dim=-1), whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last, whole_last, rtol=1e-5, atol=1e-5)
+
+
+def scan_gradients(fn, inputs: dict, weights) -> dict:
+    """Gradients of sum(out * w_out) + sum(last * w_last) with respect to every input."""
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items()}
+    out, last = fn(leaves)
+    (out * weights[0]).sum().add((last * weights[1]).sum()).backward()
+    return {k: v.grad for k, v in leaves.items()}
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 16])
+def test_selective_scan_gradients_match_reference(chunk_size):
+    inputs = scan_inputs(23, seed=3)
+    weights = (torch.randn(BATCH, CHANNELS, 23), torch.randn(BATCH, CHANNELS, STATES))
+    grads = scan_gradients(
+        lambda x: selective_scan(
+            **x, delta_softplus=True, return_last_state=True, impl="torch", chunk_size=chunk_size
+        ),
+        inputs, weights,
+    )  # fmt: skip
+    ref_grads = scan_gradients(
+        lambda x: selective_scan_reference(**x, delta_softplus=True),
+        {k: v.double() for k, v in inputs.items()},
+        tuple(w.double() for w in weights),
+    )
+    for name in inputs:
+        torch.testing.assert_close(grads[name].double(), ref_grads[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_selective_scan_huge_decays_stay_exact_and_finite():
+    # dt ~ softplus(delta + 40) ~ 40 and A down to -60: decays of e^-2400 per frame, so
+    # exp(-cumulative log decay) overflows float32 within a chunk and the scan must fall back
+    # to smaller pieces. Half of the channels keep ordinary decays.
+    inputs = scan_inputs(40, seed=4, a_scale=60.0)
+    inputs["delta_bias"][: CHANNELS // 2] += 40.0
+    out, last, ref_out, ref_last = run_both(inputs, chunk_size=16)
+    assert torch.isfinite(out).all() and torch.isfinite(last).all()
+    torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last.double(), ref_last, rtol=1e-5, atol=1e-5)
+
+    weights = (torch.randn(BATCH, CHANNELS, 40), torch.randn(BATCH, CHANNELS, STATES))
+    grads = scan_gradients(
+        lambda x: selective_scan(**x, delta_softplus=True, return_last_state=True, impl="torch"),
+        inputs, weights,
+    )  # fmt: skip
+    ref_grads = scan_gradients(
+        lambda x: selective_scan_reference(**x, delta_softplus=True),
+        {k: v.double() for k, v in inputs.items()},
+        tuple(w.double() for w in weights),
+    )
+    for name in inputs:
+        assert torch.isfinite(grads[name]).all(), name
+        torch.testing.assert_close(grads[name].double(), ref_grads[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_selective_scan_huge_decays_would_overflow_without_the_fallback():
+    """Guards the test above: its inputs really do overflow a one-shot chunk."""
+    inputs = scan_inputs(40, seed=4, a_scale=60.0)
+    inputs["delta_bias"][: CHANNELS // 2] += 40.0
+    dt = F.softplus(inputs["delta"] + inputs["delta_bias"][:, None])
+    log_decay = torch.einsum("bel,en->blen", dt, inputs["A"])
+    assert not torch.isfinite(torch.exp(-log_decay[:, :16].cumsum(1))).all()
+
+
+def test_selective_scan_kernel_impl_on_cpu_raises():
+    with pytest.raises(RuntimeError, match="CUDA"):
+        selective_scan(**{**scan_inputs(8), "initial_state": None}, impl="kernel")
+
+
+def test_selective_scan_unknown_impl_raises():
+    with pytest.raises(ValueError, match="impl"):
+        selective_scan(**{**scan_inputs(8), "initial_state": None}, impl="cuda")
+
+
+# causal_conv1d ------------------------------------------------------------------------------
+
+
+def conv_inputs(length: int, width: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(BATCH, CHANNELS, length, generator=g)
+    weight = torch.randn(CHANNELS, width, generator=g)
+    bias = torch.randn(CHANNELS, generator=g)
+    return x, weight, bias
+
+
+def conv1d_definition(x, weight, bias, activation):
+    """Depthwise F.conv1d with width - 1 zeros on the left, i.e. the causal conv."""
+    width = weight.shape[1]
+    y = F.conv1d(x, weight[:, None, :], bias, padding=width - 1, groups=x.shape[1])[..., : x.shape[-1]]
+    return F.silu(y) if activation == "silu" else y
+
+
+@pytest.mark.parametrize("activation", ["silu", None])
+@pytest.mark.parametrize("width", [2, 4])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_causal_conv1d_matches_conv1d(activation, width, with_bias):
+    x, weight, bias = conv_inputs(20, width)
+    bias = bias if with_bias else None
+    y, state = causal_conv1d(x, weight, bias, activation, impl="torch")
+    torch.testing.assert_close(y, conv1d_definition(x, weight, bias, activation), rtol=1e-6, atol=1e-6)
+    assert torch.equal(state, x[..., -(width - 1) :])
+
+
+@pytest.mark.parametrize("split", [1, 2, 3, 7, 19])
+def test_causal_conv1d_continues_from_its_state(split):
+    x, weight, bias = conv_inputs(20, seed=1)
+    whole, whole_state = causal_conv1d(x, weight, bias, impl="torch")
+    first, state = causal_conv1d(x[..., :split], weight, bias, impl="torch")
+    second, last_state = causal_conv1d(x[..., split:], weight, bias, initial_state=state, impl="torch")
+    torch.testing.assert_close(torch.cat([first, second], dim=-1), whole, rtol=1e-6, atol=1e-6)
+    assert torch.equal(last_state, whole_state)
+
+
+def test_causal_conv1d_short_input_keeps_the_zero_history():
+    x, weight, bias = conv_inputs(2, seed=2)
+    _, state = causal_conv1d(x, weight, bias, impl="torch")
+    assert torch.equal(state, torch.cat([x.new_zeros(BATCH, CHANNELS, 1), x], dim=-1))
+
+
+def test_causal_conv1d_unknown_activation_raises():
+    x, weight, bias = conv_inputs(5)
+    with pytest.raises(ValueError, match="activation"):
+        causal_conv1d(x, weight, bias, activation="relu", impl="torch")
+
+
+def test_causal_conv1d_kernel_impl_on_cpu_raises():
+    x, weight, bias = conv_inputs(5)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        causal_conv1d(x, weight, bias, impl="kernel")
