@@ -20,7 +20,6 @@ setup(
         "espnet_mamba.presets",
         "s3prl_upstream",
     ],
-    package_dir={"espnet_mamba.presets": "conf/presets"},
     package_data={"espnet_mamba.presets": ["*.yaml"]},
     install_requires=[
         "torch==2.11.0",
