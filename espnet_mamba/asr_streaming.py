@@ -82,6 +82,10 @@ class TokenText:
     def __call__(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.tokens2text(self.converter.ids2tokens(list(token_ids)))
 
+    def token(self, token_id: int) -> str:
+        """One token as it is in the token list."""
+        return self.converter.ids2tokens([token_id])[0]
+
 
 # Recognition ------------------------------------------------------------------------------
 
@@ -237,12 +241,27 @@ def emission_times(chunks: Sequence[ChunkRecord]) -> List[float]:
     return times
 
 
-def token_delays(result: StreamResult, frame_end_sample: Callable[[int], int]) -> List[float]:
-    """Per token of the final hypothesis, seconds from the end of its frame's audio to the
-    emission of the first partial hypothesis from which on it (and all tokens before it)
-    stays as in the final one."""
+@dataclass(frozen=True)
+class TokenTiming:
+    """A token of the final hypothesis: the end of its frame's audio and the time it was
+    emitted, in seconds from the stream's start."""
+
+    token: int
+    frame: int
+    frame_end_s: float
+    emitted_s: float
+
+    @property
+    def delay_s(self) -> float:
+        return self.emitted_s - self.frame_end_s
+
+
+def token_timings(result: StreamResult, frame_end_sample: Callable[[int], int]) -> List[TokenTiming]:
+    """Per token of the final hypothesis, when its frame's audio ended and when it was
+    emitted: the emission of the first partial hypothesis from which on it (and all tokens
+    before it) stays as in the final one."""
     final, times = result.final, emission_times(result.chunks)
-    delays = []
+    timings = []
     for position in range(len(final.tokens)):
         target = final.tokens[: position + 1]
         stable_from = len(result.chunks)
@@ -250,9 +269,10 @@ def token_delays(result: StreamResult, frame_end_sample: Callable[[int], int]) -
             if result.chunks[index].partial.tokens[: position + 1] != target:
                 break
             stable_from = index
-        frame_end = frame_end_sample(final.frames[position]) / SAMPLE_RATE
-        delays.append(times[stable_from] - frame_end)
-    return delays
+        frame = final.frames[position]
+        timings.append(TokenTiming(final.tokens[position], frame, frame_end_sample(frame) / SAMPLE_RATE,
+                                   times[stable_from]))  # fmt: skip
+    return timings
 
 
 def percentile(values: Sequence[float], q: float) -> Optional[float]:

@@ -92,6 +92,9 @@ def write_finetune_config(asr_config_path, pretrained, out_path, unpack_dir) -> 
     config = finetune_config(asr_config, ssl_config, ssl_model_file)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    header = f"# Fine-tuning config written by espnet_mamba.bin.finetune_config from\n# {asr_config_path} and {pretrained}\n"
+    header = (
+        "# Fine-tuning config written by espnet_mamba.bin.finetune_config from\n"
+        f"# {asr_config_path} and {pretrained}\n"
+    )
     out_path.write_text(header + yaml.safe_dump(config, sort_keys=False))
     return out_path

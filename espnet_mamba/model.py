@@ -55,12 +55,20 @@ class MambaHuBERT(nn.Module):
     def output_size(self) -> int:
         return self.cfg.d_model
 
+    def _cnn(self, wavs: torch.Tensor):
+        """The CNN to run: compiled once (dynamic shapes) where ``compile_cnn`` and on CUDA."""
+        if not (self.cfg.compile_cnn and wavs.is_cuda):
+            return self.feature_extractor
+        if "_compiled_cnn" not in self.__dict__:  # kept out of the module tree and state dict
+            self.__dict__["_compiled_cnn"] = torch.compile(self.feature_extractor, dynamic=True)
+        return self.__dict__["_compiled_cnn"]
+
     def embed(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(batch, samples), (batch,) -> projected CNN features (batch, frames, D), frame lengths.
 
         This is where HuBERT's masking applies, between ``embed`` and ``encode``.
         """
-        feats, frame_lengths = self.feature_extractor(wavs, lengths)
+        feats, frame_lengths = self._cnn(wavs)(wavs, lengths)
         x = self.dropout_input(self.feature_proj(self.feature_norm(feats)))
         return x, frame_lengths
 
@@ -168,6 +176,9 @@ class MambaHuBERTForPretraining(nn.Module):
 
     def stream(self, chunk: torch.Tensor, state: StreamState):
         return self.backbone.stream(chunk, state)
+
+    def stream_step(self, chunk: torch.Tensor, state: StreamState):
+        return self.backbone.stream_step(chunk, state)
 
 
 def build_model(preset: Optional[str] = None, **overrides) -> MambaHuBERTForPretraining:

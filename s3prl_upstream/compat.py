@@ -25,6 +25,7 @@ tensorboardX, which the runner imports but s3prl does not declare, is checked by
 """
 
 import argparse
+import importlib.machinery
 import importlib.util
 import io
 import sys
@@ -121,7 +122,8 @@ def install_catalyst_sampler() -> None:
     modules[0].data, modules[1].sampler = modules[1], modules[2]
     modules[2].DistributedSamplerWrapper = catalyst_sampler.DistributedSamplerWrapper
     for name, module in zip(names, modules):
-        module.__path__ = []  # a package, so the submodule imports resolve
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        module.__path__ = []  # packages, so the submodule imports resolve
         sys.modules[name] = module
 
 

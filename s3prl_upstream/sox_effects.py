@@ -2,7 +2,7 @@
 
 s3prl's SUPERB datasets call ``apply_effects_file`` / ``apply_effects_tensor`` with a few
 sox effects: ``channels``, ``rate``, ``gain`` (KS, QbE, ASV), ``silence`` (ASV) and ``norm``
-(other datasets). These are implemented here with torch and soundfile; any other effect
+(s3prl's MOS and SWS2013 datasets). These are implemented here with torch and soundfile; any other effect
 raises ValueError naming it.
 
 ``silence`` follows sox's algorithm: a sample is loud when the RMS of the 20 ms window ending

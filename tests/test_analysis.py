@@ -36,7 +36,11 @@ def test_ctm_segments_and_frame_labels(tmp_path):
 
 @pytest.mark.parametrize(
     "line, problem",
-    [("u1 1 0.0 A\n", "expected 'utt channel"), ("u1 1 x 0.1 A\n", "must be numbers"), ("u1 1 0.5 -0.1 A\n", "negative")],
+    [
+        ("u1 1 0.0 A\n", "expected 'utt channel"),
+        ("u1 1 x 0.1 A\n", "must be numbers"),
+        ("u1 1 0.5 -0.1 A\n", "negative"),
+    ],
 )
 def test_ctm_errors_name_file_and_line(tmp_path, line, problem):
     ctm = tmp_path / "bad.ctm"
@@ -50,7 +54,8 @@ def write_textgrid(path, words, phones, xmax):
 
     def tier(index, name, intervals):
         lines = [f"    item [{index}]:", '        class = "IntervalTier" ', f'        name = "{name}" ',
-                 "        xmin = 0 ", f"        xmax = {xmax} ", f"        intervals: size = {len(intervals)} "]  # fmt: skip
+                 "        xmin = 0 ", f"        xmax = {xmax} ",
+                 f"        intervals: size = {len(intervals)} "]  # fmt: skip
         for i, (start, end, text) in enumerate(intervals, 1):
             lines += [f"        intervals [{i}]:", f"            xmin = {start} ", f"            xmax = {end} ",
                       f'            text = "{text}" ']  # fmt: skip
@@ -127,7 +132,9 @@ def test_purity_hand_computed_example():
     phones = np.array([0, 0, 0, 1, 1, 2])
     units = np.array([0, 0, 1, 1, 1, 1])
     # joint counts: (0,0)=2, (0,1)=1, (1,1)=2, (2,1)=1 of 6 frames
-    mutual_information = 2 / 6 * math.log(2) + 1 / 6 * math.log(1 / 2) + 2 / 6 * math.log(3 / 2) + 1 / 6 * math.log(3 / 2)
+    mutual_information = (
+        2 / 6 * math.log(2) + 1 / 6 * math.log(1 / 2) + 2 / 6 * math.log(3 / 2) + 1 / 6 * math.log(3 / 2)
+    )
     h_phone = -(1 / 2 * math.log(1 / 2) + 1 / 3 * math.log(1 / 3) + 1 / 6 * math.log(1 / 6))
     result = purity.purity(phones, units)
     assert result.phone_purity == pytest.approx((2 + 2) / 6)  # unit 0 -> phone 0, unit 1 -> phone 1
@@ -137,8 +144,12 @@ def test_purity_hand_computed_example():
 
 @pytest.mark.parametrize(
     "phones, units, problem",
-    [([0, 1], [0], "one id per frame"), ([0, -1], [0, 1], "non-negative"), ([0.5, 1], [0, 1], "integer"),
-     ([], [], "no frames")],  # fmt: skip
+    [
+        ([0, 1], [0], "one id per frame"),
+        ([0, -1], [0, 1], "non-negative"),
+        ([0.5, 1], [0, 1], "integer"),
+        ([], [], "no frames"),
+    ],  # fmt: skip
 )
 def test_purity_rejects_bad_ids(phones, units, problem):
     with pytest.raises(ValueError, match=problem):
@@ -357,7 +368,9 @@ def test_cli_mine_selftest_prints_a_table(monkeypatch, capsys):
     assert lines[1].split() == ["rho", "estimate", "exact", "error"]
     rows = [line.split() for line in lines[2:]]
     assert [float(r[0]) for r in rows] == list(analyze.SELFTEST_RHOS)
-    assert [float(r[2]) for r in rows] == [round(mine.gaussian_mutual_information(5, rho), 3) for rho in analyze.SELFTEST_RHOS]
+    assert [float(r[2]) for r in rows] == [
+        round(mine.gaussian_mutual_information(5, rho), 3) for rho in analyze.SELFTEST_RHOS
+    ]
 
 
 def test_cli_errors(corpus, tmp_path):

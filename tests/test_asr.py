@@ -184,8 +184,9 @@ def test_partials_grow_and_delays_are_measured(mamba_exp, audio):
     for (_, earlier), (_, later) in zip(seen, seen[1:]):  # greedy partials only ever grow
         assert later.tokens[: len(earlier.tokens)] == earlier.tokens
     assert seen[-1][1] == result.final
-    delays = asr_streaming.token_delays(result, recognizer.frame_end_sample)
-    assert len(delays) == len(result.final.tokens)
+    timings = asr_streaming.token_timings(result, recognizer.frame_end_sample)
+    assert [t.token for t in timings] == list(result.final.tokens)
+    delays = [t.delay_s for t in timings]
     # a token's frame ends inside the chunk that emits it: its delay is below the chunk length
     # plus the compute time of the stream so far
     assert all(0 < d < 0.2 + sum(c.compute_s for c in result.chunks) for d in delays)
@@ -203,8 +204,10 @@ def test_token_delay_of_a_retracted_token_counts_from_when_it_settles():
     chunks = [chunk(3200, 0.01, (5,)), chunk(6400, 0.01, (6,)), chunk(9600, 0.01, (6, 7))]
     final = Hypothesis((6, 7), (2, 20), 0.0)
     result = asr_streaming.StreamResult(final, chunks, 9600)
-    delays = asr_streaming.token_delays(result, lambda frame: frame * 320 + 400)
-    assert delays == pytest.approx([0.41 - 0.065, 0.61 - 0.425])
+    timings = asr_streaming.token_timings(result, lambda frame: frame * 320 + 400)
+    assert [t.frame_end_s for t in timings] == pytest.approx([0.065, 0.425])
+    assert [t.emitted_s for t in timings] == pytest.approx([0.41, 0.61])
+    assert [t.delay_s for t in timings] == pytest.approx([0.41 - 0.065, 0.61 - 0.425])
 
 
 def test_bidirectional_model_cannot_stream(tmp_path):
@@ -264,6 +267,9 @@ def test_cli_writes_hypotheses_and_stats_equal_to_offline(mamba_exp, wav_scp, tm
     texts = dict(line.split(" ", 1) for line in (out / "text").read_text().splitlines())
     trn = (out / "hyp_stream.trn").read_text().splitlines()
     assert trn == [f"{texts[u]} ({u})" for u in ("utt0", "utt1")]
+    rows = [line.split() for line in (out / "token_delays.txt").read_text().splitlines()[1:]]
+    assert len(rows) == stats["tokens"] and all(float(r[6]) > 0 for r in rows)
+    assert "".join(r[2] for r in rows if r[0] == "utt0").replace("<space>", " ") == texts["utt0"]
 
     asr_model, args = asr_streaming.load_asr_model(mamba_exp)
     to_text = asr_streaming.TokenText(args)
@@ -435,7 +441,8 @@ def test_hub_folder_has_the_card_at_its_root(packed_asr, tmp_path):
 
     from espnet_mamba import model_zoo
 
-    with mock.patch("huggingface_hub.HfApi.create_repo"), mock.patch("huggingface_hub.HfApi.upload_folder", fake_upload):
+    with mock.patch("huggingface_hub.HfApi.create_repo"), \
+            mock.patch("huggingface_hub.HfApi.upload_folder", fake_upload):
         url = model_zoo.upload_packed(packed_asr, "someone/tiny-asr")
     assert url.endswith("/commit/1") and uploaded["repo"] == "someone/tiny-asr"
     assert {"README.md", "meta.yaml", "config.yaml", "valid.loss.best.pth"} <= set(uploaded["files"])
@@ -480,7 +487,8 @@ def test_documents_join_consecutive_segments_of_a_recording(tmp_path):
     make_documents.main(["--data_dir", str(data), "--out_dir", str(out), "--max_minutes", str(17 / 60)])
     texts = dict(line.split(" ", 1) for line in (out / "text").read_text().splitlines())
     assert texts == {"talkA-doc0001": "one two", "talkA-doc0002": "three", "talkB-doc0001": "bee"}
-    audio, rate = soundfile.read(Path(dict(l.split() for l in (out / "wav.scp").read_text().splitlines())["talkA-doc0001"]))
+    wav_scp = dict(line.split() for line in (out / "wav.scp").read_text().splitlines())
+    audio, rate = soundfile.read(wav_scp["talkA-doc0001"])
     assert rate == 16000 and len(audio) == 16 * 16000 and np.allclose(audio, 0.25, atol=1e-4)
     assert (out / "doc_segments").read_text().splitlines() == [
         "a1 talkA-doc0001 0.000 8.000", "a2 talkA-doc0001 8.000 16.000",
@@ -500,7 +508,8 @@ def test_documents_of_per_utterance_files_follow_the_speaker(tmp_path):
     data.mkdir()
     for utt, seconds in (("s1-c1-0002", 2), ("s1-c1-0001", 3), ("s2-c1-0001", 1)):
         write_recording(tmp_path / f"{utt}.wav", seconds, 0.1)
-    (data / "wav.scp").write_text("".join(f"{u} {tmp_path / u}.wav\n" for u in ("s1-c1-0001", "s1-c1-0002", "s2-c1-0001")))
+    utts = ("s1-c1-0001", "s1-c1-0002", "s2-c1-0001")
+    (data / "wav.scp").write_text("".join(f"{u} {tmp_path / u}.wav\n" for u in utts))
     (data / "text").write_text("s1-c1-0001 A\ns1-c1-0002 B\ns2-c1-0001 C\n")
     (data / "utt2spk").write_text("s1-c1-0001 s1-c1\ns1-c1-0002 s1-c1\ns2-c1-0001 s2-c1\n")
     documents = plan_documents(read_data_dir(data), 60)

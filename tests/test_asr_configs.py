@@ -44,9 +44,10 @@ def upstream_checkpoints(tmp_path_factory):
 
 
 def test_every_preset_has_a_ctc_config():
-    ctc = {p.stem.removeprefix("train_asr_ctc_") for p in REPO.glob("egs2/librispeech_100/asr1/conf/tuning/train_asr_ctc_*.yaml")}
+    tuning = REPO / "egs2/librispeech_100/asr1/conf/tuning"
+    ctc = {p.stem.removeprefix("train_asr_ctc_") for p in tuning.glob("train_asr_ctc_*.yaml")}
     assert ctc == set(espnet_mamba.list_presets())
-    conformer = {p.stem for p in REPO.glob("egs2/librispeech_100/asr1/conf/tuning/train_asr_conformer_*.yaml")}
+    conformer = {p.stem for p in tuning.glob("train_asr_conformer_*.yaml")}
     assert conformer == {"train_asr_conformer_frozen_base", "train_asr_conformer_frozen_small"}
 
 

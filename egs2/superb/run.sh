@@ -36,18 +36,18 @@ lrs="1.0e-2 1.0e-3 1.0e-4"   # SUPERB's learning-rate search; the best on dev is
 device=cuda
 qbe_layers=             # hidden states for QbE's DTW; default: all (0 .. num_layers)
 dscore_root=            # clone of https://github.com/ftshijt/dscore, for SD's DER
-run_args=""             # extra arguments for run_downstream (e.g. "-o config.runner.total_steps=1000")
+overrides=""            # extra s3prl -o overrides for training, ",,"-separated (e.g. "config.runner.total_steps=1000")
+run_args=""             # extra run_downstream arguments (e.g. "--upstream_feature_normalize")
 toy=false               # true: tiny synthetic corpora and configs, a few steps per task
 python=python3
 
 . ./path.sh
 . ./utils/parse_options.sh
 
-[ -n "${upstream_ckpt}" ] || { echo "$0: --upstream_ckpt is required" >&2; exit 1; }
-upstream_ckpt=$(realpath "${upstream_ckpt}")
-mkdir -p "${exp}"
-exp=$(realpath "${exp}")
-toy_root=${exp}/toy_corpora
+[ -e "${upstream_ckpt}" ] || { echo "$0: --upstream_ckpt must name a checkpoint" >&2; exit 1; }
+readonly model_ckpt=$(realpath "${upstream_ckpt}")
+mkdir -p "${exp}" && exp=$(realpath "${exp}")
+readonly toy_root=${exp}/toy_corpora
 
 if [ "${toy}" = true ]; then
     workdir=${exp}
@@ -123,9 +123,9 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
                 mkdir -p "${expdir}"
                 log "  ${task} lr ${lr} ${fold/none/}: ${expdir}"
                 # -a resumes from the last checkpoint in expdir
-                run_downstream -m train -a -u mamba_hubert -k "${upstream_ckpt}" -d "${downstream}" \
+                run_downstream -m train -a -u mamba_hubert -k "${model_ckpt}" -d "${downstream}" \
                     -c "$(config_of "${task}")" -p "${expdir}" \
-                    -o "$(join_overrides "config.optimizer.lr=${lr}" "$(corpus_overrides "${task}")" "${fold_override}")" \
+                    -o "$(join_overrides "config.optimizer.lr=${lr}" "$(corpus_overrides "${task}")" "${fold_override}" "${overrides}")" \
                     >> "${expdir}/train.log"
                 touch "${expdir}/train.done"
             done
@@ -144,13 +144,13 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
         case ${task} in
         QbE)
             if [ "${toy}" = true ]; then log "  QbE: toy corpora have no QUESST14 scorer; DTW only"; fi
-            num_layers=$(${python} -c "from espnet_mamba.espnet.checkpoint import load_pretrained as l; print(l('${upstream_ckpt}').cfg.num_layers)")
+            num_layers=$(${python} -c "from espnet_mamba.espnet.checkpoint import load_pretrained as l; print(l('${model_ckpt}').cfg.num_layers)")
             for layer in ${qbe_layers:-$(seq 0 "${num_layers}")}; do
                 for split in dev ${test_split}; do
                     [ "${split}" = "${test_split}" ] && [ "${toy}" != true ] && continue  # eval: best layer only, below
                     out=${exp}/QbE/layer${layer}/${split}
                     mkdir -p "${out}"
-                    run_downstream -m evaluate -t "${split}" -l "${layer}" -u mamba_hubert -k "${upstream_ckpt}" \
+                    run_downstream -m evaluate -t "${split}" -l "${layer}" -u mamba_hubert -k "${model_ckpt}" \
                         -d "${downstream}" -c "$(config_of QbE)" -p "${out}" \
                         -o "$(join_overrides "$(corpus_overrides QbE)")" > "${out}/run.log"
                     if [ "${toy}" != true ]; then
@@ -163,7 +163,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
             best=$(${python} -m s3prl_upstream.superb best-setting "${exp}/QbE")
             out=${exp}/QbE/${best}/${test_split}
             mkdir -p "${out}"
-            run_downstream -m evaluate -t "${test_split}" -l "${best#layer}" -u mamba_hubert -k "${upstream_ckpt}" \
+            run_downstream -m evaluate -t "${test_split}" -l "${best#layer}" -u mamba_hubert -k "${model_ckpt}" \
                 -d "${downstream}" -c "$(config_of QbE)" -p "${out}" -o "$(join_overrides "$(corpus_overrides QbE)")" \
                 > "${out}/run.log"
             (cd "${corpora_root}/quesst14Database/scoring" && \

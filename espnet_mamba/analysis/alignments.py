@@ -46,12 +46,16 @@ def read_ctm(path) -> Alignment:
                 continue
             where = f"{path}:{lineno}"
             if len(fields) not in (5, 6):
-                raise ValueError(f"{where}: expected 'utt channel start duration label [confidence]', got {line.strip()!r}")
+                raise ValueError(
+                    f"{where}: expected 'utt channel start duration label [confidence]', got {line.strip()!r}"
+                )
             utt, _, start, duration, label = fields[:5]
             try:
                 start, duration = float(start), float(duration)
             except ValueError:
-                raise ValueError(f"{where}: start and duration must be numbers, got {fields[2]!r} and {fields[3]!r}")
+                raise ValueError(
+                    f"{where}: start and duration must be numbers, got {fields[2]!r} and {fields[3]!r}"
+                ) from None
             if start < 0 or duration < 0:
                 raise ValueError(f"{where}: negative start or duration in {line.strip()!r}")
             alignment.setdefault(utt, []).append(Segment(start, start + duration, label))
@@ -60,7 +64,7 @@ def read_ctm(path) -> Alignment:
     return alignment
 
 
-_KEY_VALUE = re.compile(r'^\s*(\w+)\s*=\s*(.*?)\s*$')
+_KEY_VALUE = re.compile(r"^\s*(\w+)\s*=\s*(.*?)\s*$")
 _ITEM = re.compile(r"^\s*item\s*\[\s*\d+\s*\]\s*:\s*$")
 _INTERVAL = re.compile(r"^\s*intervals\s*\[\s*\d+\s*\]\s*:\s*$")
 
@@ -82,7 +86,7 @@ def _praat_number(value: str, where: str) -> float:
     try:
         return float(value)
     except ValueError:
-        raise ValueError(f"{where}: expected a number, got {value!r}")
+        raise ValueError(f"{where}: expected a number, got {value!r}") from None
 
 
 def read_textgrid(path) -> Dict[str, List[Segment]]:
@@ -90,7 +94,7 @@ def read_textgrid(path) -> Dict[str, List[Segment]]:
     intervals left out). Raises ValueError naming the file and line of what it cannot read."""
     path = Path(path)
     lines = _read_text(path).splitlines()
-    if not lines or 'ooTextFile' not in lines[0]:
+    if not lines or "ooTextFile" not in lines[0]:
         raise ValueError(f"{path}:1: not a Praat text file (expected 'File type = \"ooTextFile\"')")
     tiers: Dict[str, List[Segment]] = {}
     tier_class = tier_name = None

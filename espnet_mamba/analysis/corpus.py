@@ -81,7 +81,7 @@ def collect_frames(
         states = hidden_states(model, load_wav(wav_paths[utt]), device)
         if not per_layer:
             per_layer = [[] for _ in states]
-        for layer, h in zip(per_layer, states):
+        for layer, h in zip(per_layer, states, strict=True):
             layer.append(h)
         for kind, labeler in labelers.items():
             per_kind[kind].extend(labeler(utt, len(states[0])))

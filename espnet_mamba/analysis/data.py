@@ -66,8 +66,9 @@ def select_utterances(
     has, at most ``max_utts`` of them. Raises ValueError when none are left."""
     utts = [utt for utt in wav_paths if all(utt in table for table in required)]
     if len(utts) < len(wav_paths):
-        logger.warning("%d of %d utterances lack alignments or speakers; skipped", len(wav_paths) - len(utts), len(wav_paths))
+        logger.warning(
+            "%d of %d utterances lack alignments or speakers; skipped", len(wav_paths) - len(utts), len(wav_paths)
+        )
     if not utts:
         raise ValueError("no utterance of wav.scp has alignments (and speakers): check that the utterance ids match")
     return utts[:max_utts] if max_utts else utts
-

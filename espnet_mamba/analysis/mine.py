@@ -56,7 +56,9 @@ def _log_mean_exp(scores: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(scores, 0) - math.log(scores.numel())
 
 
-def donsker_varadhan(net: StatisticsNetwork, x: torch.Tensor, t: torch.Tensor, t_shuffled: torch.Tensor) -> torch.Tensor:
+def donsker_varadhan(
+    net: StatisticsNetwork, x: torch.Tensor, t: torch.Tensor, t_shuffled: torch.Tensor
+) -> torch.Tensor:
     """The DV bound E_P[T] - log E_Q[e^T] on one batch of paired (x, t) and shuffled t."""
     return net(x, t).mean() - _log_mean_exp(net(x, t_shuffled))
 
@@ -104,7 +106,9 @@ def mine_estimate(x: np.ndarray, t: np.ndarray, config: MineConfig = MineConfig(
     with torch.no_grad():
         orders = [torch.randperm(n, generator=generator).to(config.device) for _ in range(config.eval_permutations)]
         t_shuffled = torch.cat([t[order] for order in orders])
-        bound = donsker_varadhan(net, x.repeat(config.eval_permutations, 1), t.repeat(config.eval_permutations, 1), t_shuffled)
+        bound = donsker_varadhan(
+            net, x.repeat(config.eval_permutations, 1), t.repeat(config.eval_permutations, 1), t_shuffled
+        )
     return float(bound)
 
 

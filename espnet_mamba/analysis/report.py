@@ -39,7 +39,7 @@ def read_layer_table(path) -> LayerTable:
         if len(fields) != len(names) + 1 or fields[0] != str(lineno - 2):
             raise ValueError(f"{path}:{lineno}: expected layer {lineno - 2} and {len(names)} values, got {line!r}")
         try:
-            for name, value in zip(names, fields[1:]):
+            for name, value in zip(names, fields[1:], strict=True):
                 table[name].append(float(value))
         except ValueError:
             raise ValueError(f"{path}:{lineno}: non-numeric value in {line!r}") from None
@@ -54,7 +54,7 @@ def plot_layers(
     panels: panel title -> {curve label: one value per layer}.
     """
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
-    for ax, (panel, curves) in zip(axes[0], panels.items()):
+    for ax, (panel, curves) in zip(axes[0], panels.items(), strict=True):
         for label, values in curves.items():
             ax.plot(range(len(values)), values, marker="o", markersize=3, label=label)
         ax.set_title(panel)

@@ -6,8 +6,9 @@
 ``--model``: a packed ESPnet ASR zip, an experiment directory, or a config.yaml (with
 ``--model_file``). ``--config``: a YAML file of these options (e.g. chunk_ms, decoder,
 beam_size, token_beam); options on the command line win. Prints partial hypotheses as the
-audio arrives and the final one; writes ``text`` (Kaldi), ``hyp_stream.trn`` (sclite) and
-``stream_stats.json`` (real-time factor, per-chunk compute, token delay) to ``--output_dir``.
+audio arrives and the final one; writes ``text`` (Kaldi), ``hyp_stream.trn`` (sclite),
+``stream_stats.json`` (real-time factor, per-chunk compute, token delay) and
+``token_delays.txt`` (each token's frame end, emission time and delay) to ``--output_dir``.
 
 ``--offline`` decodes whole utterances with the same decoders instead (any CTC model: for
 bidirectional ones, and for long documents, where ESPnet's label-synchronous beam search is
@@ -69,7 +70,7 @@ def decode(args) -> dict:
     else:
         recognizer = asr_streaming.StreamingRecognizer.from_asr_model(asr_model, decoder)
     to_text = asr_streaming.TokenText(train_args)
-    results, delays, lines = [], [], []
+    results, delays, lines, timing_lines = [], [], [], []
     for utt_id, wav in iter_wav_scp(args.wav_scp):
         def show(end_sample, hypothesis, utt_id=utt_id):
             if not args.quiet:
@@ -79,7 +80,12 @@ def decode(args) -> dict:
             result = asr_streaming.offline_decode(asr_model, wav, decoder)
         else:
             result = recognizer.run(wav, size, on_partial=show)
-            delays += asr_streaming.token_delays(result, recognizer.frame_end_sample)
+            for position, timing in enumerate(asr_streaming.token_timings(result, recognizer.frame_end_sample)):
+                delays.append(timing.delay_s)
+                timing_lines.append(
+                    f"{utt_id} {position} {to_text.token(timing.token)} {timing.frame} "
+                    f"{timing.frame_end_s:.3f} {timing.emitted_s:.3f} {1000 * timing.delay_s:.1f}\n"
+                )
         text = to_text(result.final.tokens)
         print(f"{utt_id} FINAL  {text}", flush=True)
         results.append(result)
@@ -92,6 +98,9 @@ def decode(args) -> dict:
     (args.output_dir / "text").write_text("".join(f"{u} {t}\n" for u, t in lines), encoding="utf-8")
     (args.output_dir / f"hyp_{kind}.trn").write_text("".join(f"{t} ({u})\n" for u, t in lines), encoding="utf-8")
     (args.output_dir / f"{kind}_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    if not args.offline:
+        header = "# utt_id position token frame frame_end_s emitted_s delay_ms\n"
+        (args.output_dir / "token_delays.txt").write_text(header + "".join(timing_lines), encoding="utf-8")
     return stats
 
 

@@ -117,8 +117,23 @@ class Mamba(nn.Module):
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         u, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)
+        kernels = mamba_kernels() if use_kernel(self.impl, x, "mamba_step") else None
+        if x.shape[1] == 1 and kernels is not None and kernels["causal_conv1d_update"] is not None:
+            y, state = self._step_kernels(u[..., 0], z[..., 0], state, kernels)
+            return self.out_proj(y[:, None]), state
         y, state = self.ssm(u, z, "", state)
         return self.out_proj(y.transpose(1, 2)), state
+
+    def _step_kernels(self, u: torch.Tensor, z: torch.Tensor, state: MambaState, kernels: dict):
+        """One frame on mamba-ssm's single-step kernels: u, z (batch, E) -> y (batch, E)."""
+        conv_state, ssm_state = state.conv.clone(), state.ssm.clone()  # the kernels update in place
+        u = kernels["causal_conv1d_update"](u, conv_state, self.conv1d.weight[:, 0], self.conv1d.bias, "silu")
+        dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], -1)
+        y = kernels["selective_state_update"](
+            ssm_state, u, F.linear(dt, self.dt_proj.weight), -torch.exp(self.A_log.float()), B, C,
+            self.D.float(), z=z, dt_bias=self.dt_proj.bias.float(), dt_softplus=True,
+        )  # fmt: skip
+        return y, MambaState(conv=conv_state, ssm=ssm_state)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> MambaState:
         """Zero state: the mixer before the first frame."""

@@ -187,8 +187,9 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ] && [ ! -f "${asr_exp}/RESUL
     {
         echo "# ${model_name}"
         echo
-        echo "- model: ${asr_exp} ($(basename "$(best_model "${asr_exp}")")), config: ${asr_config}, pretrained: ${pretrained:-none}"
-        echo "- date: $(date -u '+%Y-%m-%d'), host: $(uname -n), torch threads: ${OMP_NUM_THREADS:-default}"
+        echo "- model: ${asr_exp} ($(basename "$(best_model "${asr_exp}")")), config: ${asr_config}"
+        echo "- pretrained: ${pretrained:-none}"
+        echo "- date: $(date -u '+%Y-%m-%d'), host: $(uname -n), OMP_NUM_THREADS: ${OMP_NUM_THREADS:-unset}"
         echo
     } > "${asr_exp}/RESULTS.md.tmp"
     for dset in ${test_sets}; do
@@ -199,8 +200,10 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ] && [ ! -f "${asr_exp}/RESUL
         python -m espnet_mamba.bin.asr_score --ref data/${dset}/text ${hyps} \
             --title "${dset}" --out "${asr_exp}/RESULTS.md.tmp" > /dev/null
         if [ -f "${stream_dir}/stream_stats.json" ]; then
-            { echo "Streaming (${dset}):"; echo; echo '```json'; cat "${stream_dir}/stream_stats.json"; echo '```'; echo; } \
-                >> "${asr_exp}/RESULTS.md.tmp"
+            {
+                echo "Streaming (${dset}):"; echo
+                echo '```json'; cat "${stream_dir}/stream_stats.json"; echo '```'; echo
+            } >> "${asr_exp}/RESULTS.md.tmp"
         fi
     done
     mv "${asr_exp}/RESULTS.md.tmp" "${asr_exp}/RESULTS.md"
