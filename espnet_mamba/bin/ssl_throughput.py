@@ -98,14 +98,14 @@ def run_training(work: Path, corpus: Path, config: Path, ngpu: int) -> str:
     return log.read_text()
 
 
-def summarize(log: str, steps: int, batch_size: int, seconds: float, ngpu: int) -> dict:
+def summarize(log: str, steps: int, batch_size: int, seconds: float) -> dict:
     """Throughput and losses from an ESPnet train.log."""
     epoch = re.search(r"1epoch results: \[train\](.*?)time=([\d.]+) (minutes|seconds|hours)", log)
     if epoch is None:
         raise ValueError("no epoch results in train.log")
     wall = float(epoch.group(2)) * {"seconds": 1, "minutes": 60, "hours": 3600}[epoch.group(3)]
     losses = [float(x) for x in re.findall(r"\d+-\d+batch: .*?loss=([\d.]+)", log)]
-    audio = steps * batch_size * seconds * max(ngpu, 1)
+    audio = steps * batch_size * seconds  # ESPnet's batch_size is the global batch, split over GPUs
     return {"wall_s": wall, "audio_s": audio, "audio_per_s": audio / wall, "losses": losses}
 
 
@@ -114,20 +114,20 @@ def main(cmd=None):
     parser.add_argument("--presets", default="mamba_base,transformer_base")
     parser.add_argument("--ngpu", type=int, default=1)
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--batch_size", type=int, default=8, help="utterances per step and GPU")
+    parser.add_argument("--batch_size", type=int, default=8, help="utterances per step (all GPUs together)")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--amp", default="true", choices=("true", "false"), help="bf16 autocast")
     parser.add_argument("--work_dir", type=Path, required=True)
     args = parser.parse_args(cmd)
     corpus = args.work_dir / "corpus"
-    write_corpus(corpus, utterances=args.batch_size * max(args.ngpu, 1) * 4, seconds=args.seconds)
+    write_corpus(corpus, utterances=args.batch_size * 4, seconds=args.seconds)
     rows = []
     for preset in args.presets.split(","):
         work = args.work_dir / preset
         work.mkdir(parents=True, exist_ok=True)
         write_config(work / "config.yaml", preset, args.batch_size, args.steps, args.amp == "true")
         stats = summarize(run_training(work, corpus, work / "config.yaml", args.ngpu), args.steps,
-                          args.batch_size, args.seconds, args.ngpu)  # fmt: skip
+                          args.batch_size, args.seconds)  # fmt: skip
         losses = stats["losses"]
         rows.append((preset, stats, losses[0] if losses else float("nan"), losses[-1] if losses else float("nan")))
     print(f"\n| preset | GPUs | steps | batch x s | wall s | audio s / s | loss first log | loss last log |")
