@@ -33,6 +33,12 @@ setup(
         "jiwer",
         "matplotlib",
         "PyYAML",
+        # s3prl's SUPERB downstreams import these without declaring them
+        "editdistance",
+        "dtw-python",
+        "lxml",
+        "h5py",
+        "sox",
     ],
     extras_require={
         "cuda": ["mamba-ssm==2.3.2.post1", "causal-conv1d==1.7.0"],

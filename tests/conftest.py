@@ -11,7 +11,6 @@ TINY_CNN = [(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long-running test (deselect with -m 'not slow')")
     # The tests run tiny models, which threads do not speed up; on a shared machine the
     # thread pool's synchronisation made each small op ~10x slower.
     torch.set_num_threads(1)

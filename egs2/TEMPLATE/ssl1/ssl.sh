@@ -12,7 +12,8 @@
 #                                                  (--feature_layer, --n_clusters_iter1)
 #  6  iteration 1 pretraining                                        (--train_config_iter1)
 #  7  packing: ESPnet model zoo zip with the k-means models and a model card
-#  8  analysis: phone purity / CCA / MINE of the final model (needs --alignments)
+#  8  analysis of the final model: MINE per layer, and with --phone_alignments phone purity
+#     and CCA (docs/analysis.md)
 set -euo pipefail
 
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*"; }
@@ -38,8 +39,11 @@ expdir=exp
 dumpdir=dump
 packed_dir=packed
 model_name=mamba_hubert
-alignments=""           # CTM file or TextGrid dir of phone alignments for stage 8
-analyses="purity cca mine"
+phone_alignments=""     # stage 8: CTM file or TextGrid dir (e.g. MFA's) of phone alignments
+word_alignments=""      # stage 8: the same for words (CCA with words; optional)
+analysis_set=""         # stage 8: data set to analyse (default: the first of test_sets)
+analysis_max_utts=200   # stage 8: utterances analysed (every layer's frames are held in memory)
+analysis_device=cpu
 
 . ./path.sh
 . ./cmd.sh
@@ -149,17 +153,22 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ] && [ ! -f "${packed}" ]; then
         --outpath "${packed}"
 fi
 
-if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
-    if [ -z "${alignments}" ]; then
-        log "stage 8: analysis skipped: no --alignments given"
+if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ] && ! done_mark ${expdir}/analysis; then
+    dset=data/${analysis_set:-${test_sets%% *}}
+    common=(--wav_scp ${dset}/wav.scp --checkpoint "${packed}" --max_utts "${analysis_max_utts}" --device "${analysis_device}")
+    log "stage 8: analysis of ${packed} on ${dset} -> ${expdir}/analysis"
+    python -m espnet_mamba.bin.analyze mine "${common[@]}" --input_features mfcc --output_dir ${expdir}/analysis
+    if [ -n "${phone_alignments}" ]; then
+        python -m espnet_mamba.bin.analyze purity "${common[@]}" --phone_alignments "${phone_alignments}" \
+            --normalize_phones --n_clusters "${n_clusters_iter0}" --output_dir ${expdir}/analysis
+        cca_words=()
+        [ -n "${word_alignments}" ] && cca_words=(--word_alignments "${word_alignments}")
+        python -m espnet_mamba.bin.analyze cca "${common[@]}" --phone_alignments "${phone_alignments}" \
+            --normalize_phones "${cca_words[@]+"${cca_words[@]}"}" --utt2spk ${dset}/utt2spk --output_dir ${expdir}/analysis
     else
-        log "stage 8: analysis (${analyses}) -> ${expdir}/analysis"
-        for analysis in ${analyses}; do
-            python -m espnet_mamba.bin.analyze "${analysis}" --checkpoint "${packed}" \
-                --wav_scp data/${test_sets%% *}/wav.scp --alignments "${alignments}" \
-                --utt2spk data/${test_sets%% *}/utt2spk --output_dir ${expdir}/analysis/${analysis}
-        done
+        log "stage 8: phone purity and CCA skipped: no --phone_alignments"
     fi
+    mark_done ${expdir}/analysis
 fi
 
 [ -f "${packed}" ] && log "packed model: $(cd "$(dirname "${packed}")" && pwd)/$(basename "${packed}")"
