@@ -1,13 +1,13 @@
 """Reading Kaldi-style ``wav.scp`` lists and audio files, with the checks every tool needs."""
 
 from pathlib import Path
-from typing import Iterator, List, Tuple, Union
+from typing import Dict, Iterator, List, Tuple, Union
 
 import numpy as np
 import soundfile
 import torch
 
-from espnet_mamba.validation import SAMPLE_RATE, check_sample_rate
+from espnet_mamba.validation import SAMPLE_RATE
 
 
 def read_scp(path: Union[str, Path]) -> List[Tuple[str, str]]:
@@ -20,25 +20,32 @@ def read_scp(path: Union[str, Path]) -> List[Tuple[str, str]]:
         if len(parts) != 2:
             raise ValueError(f"{path}:{number}: expected 'utt_id value', got {line!r}")
         if parts[0] in seen:
-            raise ValueError(f"{path}:{number}: utterance {parts[0]} appears twice")
+            raise ValueError(f"{path}:{number}: utterance {parts[0]!r} appears twice")
         seen.add(parts[0])
         entries.append((parts[0], parts[1].strip()))
     return entries
 
 
+def read_wav_scp(path: Union[str, Path]) -> Dict[str, str]:
+    """utt_id -> audio file path, in file order; piped commands (``... |``) are refused."""
+    table = dict(read_scp(path))
+    for utt_id, value in table.items():
+        if value.endswith("|"):
+            raise ValueError(f"{path}: utterance {utt_id!r} is a piped command; only audio file paths are read")
+    return table
+
+
 def load_audio(path: Union[str, Path], utt_id: str = "") -> torch.Tensor:
     """A mono 16 kHz file -> float32 tensor (samples,). Raises ValueError naming the problem."""
-    name = f"{utt_id} ({path})" if utt_id else str(path)
+    name = f"utterance {utt_id}: {path}" if utt_id else str(path)
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises its own error types
         raise ValueError(f"{name}: cannot read audio: {error}") from error
-    try:
-        check_sample_rate(rate)
-    except ValueError as error:
-        raise ValueError(f"{name}: {error}") from None
+    if rate != SAMPLE_RATE:
+        raise ValueError(f"{name}: sampled at {rate} Hz; the models need {SAMPLE_RATE} Hz, resample it first")
     if data.shape[1] != 1:
-        raise ValueError(f"{name}: audio must be mono, got {data.shape[1]} channels")
+        raise ValueError(f"{name}: has {data.shape[1]} channels; the models need mono audio")
     if data.shape[0] == 0:
         raise ValueError(f"{name}: audio is empty")
     if not np.isfinite(data).all():
@@ -48,8 +55,8 @@ def load_audio(path: Union[str, Path], utt_id: str = "") -> torch.Tensor:
 
 def iter_wav_scp(path: Union[str, Path]) -> Iterator[Tuple[str, torch.Tensor]]:
     """(utt_id, waveform) for each line of a wav.scp whose values are file paths."""
-    for utt_id, value in read_scp(path):
+    for utt_id, value in read_wav_scp(path).items():
         yield utt_id, load_audio(value, utt_id)
 
 
-__all__ = ["SAMPLE_RATE", "iter_wav_scp", "load_audio", "read_scp"]
+__all__ = ["SAMPLE_RATE", "iter_wav_scp", "load_audio", "read_scp", "read_wav_scp"]

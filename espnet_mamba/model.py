@@ -15,7 +15,7 @@ from espnet_mamba.nn.feature_extractor import FeatureExtractor
 from espnet_mamba.nn.layers import ConBiMambaLayer, MambaLayer, TransformerLayer, build_mixer, zero_padding
 from espnet_mamba.nn.positional import ConvPositionalEmbedding
 from espnet_mamba.streaming import StreamState
-from espnet_mamba.validation import SAMPLE_RATE, check_waveforms
+from espnet_mamba.validation import check_waveforms
 
 logger = logging.getLogger(__name__)
 

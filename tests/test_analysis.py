@@ -273,9 +273,9 @@ def test_data_files(tmp_path):
     soundfile.write(tmp_path / "8k.wav", np.zeros(800), 8000)
     soundfile.write(tmp_path / "stereo.wav", np.zeros((1600, 2)), 16000)
     with pytest.raises(ValueError, match="8k.wav: sampled at 8000 Hz"):
-        data.load_wav(tmp_path / "8k.wav")
+        data.load_audio(tmp_path / "8k.wav")
     with pytest.raises(ValueError, match="stereo.wav: has 2 channels"):
-        data.load_wav(tmp_path / "stereo.wav")
+        data.load_audio(tmp_path / "stereo.wav")
     assert data.select_utterances({"a": "", "b": "", "c": ""}, [{"c": 1, "a": 1}], max_utts=1) == ["a"]
     with pytest.raises(ValueError, match="utterance ids match"):
         data.select_utterances({"a": ""}, [{"b": 1}])

@@ -6,33 +6,20 @@ The recipe runs once per module in a copy of egs2/ (so the checkout stays clean)
 ``--train_args "--max_epoch 2"`` to keep it short.
 """
 
-import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import soundfile
 import yaml
+from recipe_helpers import copy_recipes, recipe_env
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _env():
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the recipe's `python`
-    env.setdefault("OMP_NUM_THREADS", "2")
-    return env
-
-
 def _copy_recipe(root: Path) -> Path:
-    ignore = shutil.ignore_patterns("data", "dump", "exp", "downloads", "packed", "RESULTS.md")
-    shutil.copytree(REPO / "egs2/TEMPLATE", root / "egs2/TEMPLATE", symlinks=True)
-    shutil.copytree(REPO / "egs2/mini_an4/ssl1", root / "egs2/mini_an4/ssl1", symlinks=True, ignore=ignore)
-    shutil.copytree(REPO / "egs2/mini_an4/asr1", root / "egs2/mini_an4/asr1", symlinks=True, ignore=ignore)
+    copy_recipes(root, "mini_an4/ssl1", "mini_an4/asr1")
     return root / "egs2/mini_an4/asr1"
 
 
@@ -60,7 +47,7 @@ def _pack_random_ssl_model(ssl_recipe: Path) -> Path:
 
 
 def _run(recipe: Path, *args):
-    return subprocess.run(["./run.sh", *args], cwd=recipe, env=_env(), capture_output=True, text=True)
+    return subprocess.run(["./run.sh", *args], cwd=recipe, env=recipe_env(), capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")

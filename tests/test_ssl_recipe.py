@@ -13,30 +13,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from recipe_helpers import copy_recipes, recipe_env
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _env():
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the recipe's `python`
-    env.setdefault("OMP_NUM_THREADS", "2")
-    return env
-
-
 def _copy_recipe(root: Path) -> Path:
-    shutil.copytree(REPO / "egs2/TEMPLATE", root / "egs2/TEMPLATE", symlinks=True)
-    shutil.copytree(
-        REPO / "egs2/mini_an4/ssl1", root / "egs2/mini_an4/ssl1", symlinks=True,
-        ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads", "packed"),
-    )  # fmt: skip
+    copy_recipes(root, "mini_an4/ssl1")
     return root / "egs2/mini_an4/ssl1"
 
 
 def _run(recipe: Path, *args, check=True, **kwargs):
     return subprocess.run(
-        ["./run.sh", *args], cwd=recipe, env=_env(), capture_output=True, text=True, check=check, **kwargs
+        ["./run.sh", *args], cwd=recipe, env=recipe_env(), capture_output=True, text=True, check=check, **kwargs
     )
 
 
@@ -111,7 +100,7 @@ def test_killed_training_resumes_from_last_checkpoint(finished_recipe, tmp_path)
     (recipe / "packed/mini_an4_mamba_hubert.zip").unlink()
     out = recipe / "exp/ssl_iter0"
     proc = subprocess.Popen(
-        ["./run.sh", "--stage", "4", "--stop_stage", "4"], cwd=recipe, env=_env(),
+        ["./run.sh", "--stage", "4", "--stop_stage", "4"], cwd=recipe, env=recipe_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.time() + 300

@@ -9,7 +9,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, 
 import numpy as np
 
 from espnet_mamba.analysis.alignments import FRAME_RATE, Alignment, alignment_end, frame_labels
-from espnet_mamba.analysis.data import load_wav
+from espnet_mamba.audio import load_audio
 from espnet_mamba.analysis.features import hidden_states, input_features
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def collect_frames(
     per_layer: List[List[np.ndarray]] = []
     per_kind: Dict[str, List[Optional[str]]] = {kind: [] for kind in labelers}
     for utt in utts:
-        states = hidden_states(model, load_wav(wav_paths[utt]), device)
+        states = hidden_states(model, load_audio(wav_paths[utt], utt), device)
         if not per_layer:
             per_layer = [[] for _ in states]
         for layer, h in zip(per_layer, states, strict=True):
@@ -100,7 +100,7 @@ def utterance_features(
     """Per utterance: input features (frames, dx) of ``input_kind`` ("mfcc", "cnn") and the
     hidden states [(frames, D)] * (num_layers + 1), cut to the same number of frames."""
     for i, utt in enumerate(utts, 1):
-        wav = load_wav(wav_paths[utt])
+        wav = load_audio(wav_paths[utt], utt)
         states = hidden_states(model, wav, device)
         inputs = input_features(input_kind, model, wav, device)
         n = min(len(inputs), len(states[0]))

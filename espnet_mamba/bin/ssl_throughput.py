@@ -130,7 +130,7 @@ def main(cmd=None):
                           args.batch_size, args.seconds)  # fmt: skip
         losses = stats["losses"]
         rows.append((preset, stats, losses[0] if losses else float("nan"), losses[-1] if losses else float("nan")))
-    print(f"\n| preset | GPUs | steps | batch x s | wall s | audio s / s | loss first log | loss last log |")
+    print("\n| preset | GPUs | steps | batch x s | wall s | audio s / s | loss first log | loss last log |")
     print("|---|---|---|---|---|---|---|---|")
     for preset, stats, first, last in rows:
         print(f"| {preset} | {args.ngpu} | {args.steps} | {args.batch_size} x {args.seconds:g} | "

@@ -1,0 +1,25 @@
+"""Running the egs2/ recipes from tests: in a copy of egs2/, with this interpreter's `python`."""
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUTS = ("data", "dump", "exp", "downloads", "packed", "RESULTS.md")
+
+
+def recipe_env() -> dict:
+    """os.environ with the running interpreter's bin/ first, so the recipes' `python` is ours."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+def copy_recipes(root: Path, *recipes: str) -> None:
+    """egs2/TEMPLATE and the named recipes (e.g. "mini_an4/ssl1") under root/egs2, without outputs."""
+    shutil.copytree(REPO / "egs2/TEMPLATE", root / "egs2/TEMPLATE", symlinks=True)
+    for recipe in recipes:
+        shutil.copytree(REPO / "egs2" / recipe, root / "egs2" / recipe, symlinks=True,
+                        ignore=shutil.ignore_patterns(*OUTPUTS))  # fmt: skip
