@@ -90,11 +90,14 @@ dumpdir=dump/${tag}
 mkdir -p "${dumpdir}" dump/shared
 for d in shapes feats_iter0 labels_iter0; do
     mkdir -p "dump/shared/${d}"
-    [ -e "${dumpdir}/${d}" ] || ln -s "../shared/${d}" "${dumpdir}/${d}"
+    [ -e "${dumpdir}/${d}" ] || ln -s "../shared/${d}" "${dumpdir}/${d}" || [ -e "${dumpdir}/${d}" ]
 done
 
-feature_device=cpu
-[ "${ngpu}" -gt 0 ] && feature_device=cuda
+feature_device=cpu  # stages 3 and 5: MFCC or model features of every utterance
+if [ "${ngpu}" -gt 0 ]; then
+    feature_device=cuda
+fi
+all_train_args="${accum_train_args} ${dist_train_args} ${train_args}"
 
 export LIBRISPEECH_ROOT=${librispeech_root}  # read by local/data.sh (stage 1)
 
@@ -115,5 +118,5 @@ export LIBRISPEECH_ROOT=${librispeech_root}  # read by local/data.sh (stage 1)
     --expdir "exp/${tag}" \
     --dumpdir "${dumpdir}" \
     --model_name "librispeech_mamba_hubert_${tag}" \
-    --train_args "$(echo ${accum_train_args} ${dist_train_args} ${train_args})" \
+    --train_args "${all_train_args}" \
     "${ssl_args[@]+"${ssl_args[@]}"}"
