@@ -24,6 +24,8 @@ import espnet_mamba
 from espnet_mamba.espnet.tasks import MambaSSLTask
 from espnet_mamba.kmeans import write_token_list
 
+from recipe_helpers import copy_recipes, recipe_env
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "egs2/librispeech/ssl1"
 CONFIGS = sorted((RECIPE / "conf/tuning").glob("train_ssl_iter*.yaml"))
@@ -36,13 +38,6 @@ def iteration_and_preset(config: Path):
     match = re.fullmatch(r"train_ssl_iter(\d)_(\w+)", config.stem)
     assert match, config
     return int(match.group(1)), match.group(2)
-
-
-def _env():
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the scripts' `python`
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +140,7 @@ def test_ssl_train_dry_run_subprocess(token_lists, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "espnet_mamba.bin.ssl_train", "--config", str(config), "--dry_run", "true",
          "--iterator_type", "none", "--token_list", str(token_lists[100]), "--output_dir", str(out)],
-        env=_env(), capture_output=True, text=True,
+        env=recipe_env(), capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     written = yaml.safe_load((out / "config.yaml").read_text())
@@ -155,13 +150,8 @@ def test_ssl_train_dry_run_subprocess(token_lists, tmp_path):
 
 
 def _copy_recipe(root: Path) -> Path:
-    """egs2/TEMPLATE, this recipe and the script it links to, without data or experiments."""
-    shutil.copytree(REPO / "egs2/TEMPLATE", root / "egs2/TEMPLATE", symlinks=True)
-    shutil.copytree(REPO / "egs2/librispeech_100/asr1/local", root / "egs2/librispeech_100/asr1/local")
-    shutil.copytree(
-        RECIPE, root / "egs2/librispeech/ssl1", symlinks=True,
-        ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads", "packed"),
-    )  # fmt: skip
+    """egs2/TEMPLATE, this recipe and the one whose local/prepare_librispeech.py it links to."""
+    copy_recipes(root, "librispeech/ssl1", "librispeech_100/asr1")
     return root / "egs2/librispeech/ssl1"
 
 
@@ -176,7 +166,8 @@ def recipe_with_stub(tmp_path):
     return recipe
 
 
-def _ssl_options(output: str) -> dict:
+def _ssl_options(output: str):
+    """The stub's output -> ({option: last value}, {option: [values]}, LIBRISPEECH_ROOT line)."""
     lines = output.splitlines()
     root = lines.pop()
     options = {}
@@ -191,7 +182,7 @@ def test_run_sh_passes_preset_schedule_and_distribution(recipe_with_stub):
         ["./run.sh", "--preset", "extbimamba_small", "--ngpu=8", "--num_nodes", "2", "--node_rank", "1",
          "--dist_init_method", "tcp://host0:23456", "--accum_grad", "2", "--stage", "4",
          "--train_args", "--num_workers 2", "--librispeech_root", "/corpus", "--feature_device", "cpu"],
-        cwd=recipe_with_stub, env=_env(), capture_output=True, text=True, check=True,
+        cwd=recipe_with_stub, env=recipe_env(), capture_output=True, text=True, check=True,
     )  # fmt: skip
     last, every, root = _ssl_options(result.stdout)
     assert last["train_config_iter0"] == "conf/tuning/train_ssl_iter0_extbimamba_small.yaml"
@@ -201,6 +192,7 @@ def test_run_sh_passes_preset_schedule_and_distribution(recipe_with_stub):
     assert (last["ngpu"], last["num_nodes"], last["dist_init_method"]) == ("8", "2", "tcp://host0:23456")
     assert last["stage"] == "4" and last["expdir"] == "exp/extbimamba_small"
     assert every["feature_device"] == ["cuda", "cpu"]  # the user's option comes last, so it wins
+    assert last["analysis_device"] == "cuda"
     assert last["train_args"].split() == [
         "--accum_grad", "2", "--batch_bins", str(SECONDS_PER_UPDATE * 16000 // 2), "--num_iters_per_epoch", "10000",
         "--dist_rank", "1", "--num_workers", "2",
@@ -215,7 +207,7 @@ def test_run_sh_refuses_unknown_preset_and_missing_node_rank(recipe_with_stub):
         (["--preset", "mamba_huge"], "no configs for preset 'mamba_huge'"),
         (["--ngpu", "8", "--num_nodes", "2", "--dist_init_method", "tcp://h:1"], "needs --node_rank"),
     ):
-        env = {k: v for k, v in _env().items() if k != "RANK"}
+        env = {k: v for k, v in recipe_env().items() if k != "RANK"}
         result = subprocess.run(["./run.sh", *args], cwd=recipe_with_stub, env=env, capture_output=True, text=True)
         assert result.returncode != 0 and message in result.stderr, result.stderr
 
@@ -237,7 +229,7 @@ def _fake_librispeech(root: Path) -> Path:
 
 
 def _data_sh(recipe, *args):
-    return subprocess.run(["./local/data.sh", *args], cwd=recipe, env=_env(), capture_output=True, text=True)
+    return subprocess.run(["./local/data.sh", *args], cwd=recipe, env=recipe_env(), capture_output=True, text=True)
 
 
 def _check_data_dirs(recipe: Path, corpus: Path):
@@ -274,7 +266,8 @@ def test_data_sh_offline(tmp_path):
     recipe = _copy_recipe(tmp_path / "a")
     offline = ("--url", "http://127.0.0.1:9/resources/12")  # nothing listens on port 9
     result = _data_sh(recipe, *offline)
-    assert result.returncode != 0 and "cannot fetch http://127.0.0.1:9/resources/12/train-clean-100.tar.gz" in result.stderr
+    assert result.returncode != 0
+    assert "cannot fetch http://127.0.0.1:9/resources/12/train-clean-100.tar.gz" in result.stderr
     assert "--librispeech_root" in result.stderr
 
     corpus = _fake_librispeech(tmp_path / "corpus")

@@ -23,7 +23,6 @@ stop_stage=8
 ngpu=0                  # number of GPUs; > 1 trains with ESPnet's DDP
 num_nodes=1             # > 1: multi-node DDP, see --dist_init_method
 dist_init_method="env://"
-nj=1                    # parallel jobs of feature extraction (per split)
 train_set=train
 valid_set=dev
 test_sets="test"
@@ -61,7 +60,8 @@ ssl_train() {  # iteration config
     mkdir -p "${out}"
     local dist_args=""
     if [ "${ngpu}" -gt 1 ] || [ "${num_nodes}" -gt 1 ]; then
-        dist_args="--multiprocessing_distributed true --dist_launcher none --num_nodes ${num_nodes} --dist_init_method ${dist_init_method}"
+        # ESPnet counts nodes in --dist_world_size and takes this node's rank from --dist_rank (or RANK)
+        dist_args="--multiprocessing_distributed true --dist_launcher none --dist_world_size ${num_nodes} --dist_init_method ${dist_init_method}"
     fi
     log "iteration ${it}: pretraining -> ${out} (log: ${out}/train.log)"
     # shellcheck disable=SC2086

@@ -93,9 +93,9 @@ for d in shapes feats_iter0 labels_iter0; do
     [ -e "${dumpdir}/${d}" ] || ln -s "../shared/${d}" "${dumpdir}/${d}" || [ -e "${dumpdir}/${d}" ]
 done
 
-feature_device=cpu  # stages 3 and 5: MFCC or model features of every utterance
+device=cpu  # of the feature extraction of stages 3 and 5 and of the analyses of stage 8
 if [ "${ngpu}" -gt 0 ]; then
-    feature_device=cuda
+    device=cuda
 fi
 all_train_args="${accum_train_args} ${dist_train_args} ${train_args}"
 
@@ -114,7 +114,8 @@ export LIBRISPEECH_ROOT=${librispeech_root}  # read by local/data.sh (stage 1)
     --ngpu "${ngpu}" \
     --num_nodes "${num_nodes}" \
     --dist_init_method "${dist_init_method}" \
-    --feature_device "${feature_device}" \
+    --feature_device "${device}" \
+    --analysis_device "${device}" \
     --expdir "exp/${tag}" \
     --dumpdir "${dumpdir}" \
     --model_name "librispeech_mamba_hubert_${tag}" \
