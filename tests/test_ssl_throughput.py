@@ -1,0 +1,33 @@
+"""The pretraining-throughput tool: its synthetic corpus, its config (accepted by the task's
+parser) and its reading of ESPnet's log."""
+
+import yaml
+
+from espnet_mamba.bin import ssl_throughput
+from espnet_mamba.espnet.tasks import MambaSSLTask
+from espnet_mamba.kmeans import check_labels
+
+LOG = """
+[vm] 1epoch:train:1-10batch: iter_time=0.006, forward_time=0.164, loss=8.543, backward_time=0.088
+[vm] 1epoch:train:91-100batch: iter_time=0.001, forward_time=0.080, loss=4.635, backward_time=0.030
+[vm] 1epoch results: [train] iter_time=0.003, loss=5.1, train_time=0.17, time=17.5 seconds, total_count=100
+"""
+
+
+def test_corpus_and_config_are_valid(tmp_path):
+    ssl_throughput.write_corpus(tmp_path / "corpus", utterances=3, seconds=1.0)
+    assert check_labels(tmp_path / "corpus/wav.scp", tmp_path / "corpus/text", ssl_throughput.N_CLUSTERS) == 3
+    ssl_throughput.write_config(tmp_path / "c.yaml", "mamba_small", batch_size=2, steps=10, amp=False)
+    args = MambaSSLTask.get_parser().parse_args(
+        ["--config", str(tmp_path / "c.yaml"), "--token_list", str(tmp_path / "corpus/tokens.txt"),
+         "--output_dir", str(tmp_path / "exp")]
+    )  # fmt: skip
+    assert args.encoder == "mamba_hubert" and args.num_iters_per_epoch == 10
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text())["loss"][0]["conf"]["num_classes"] == 101
+
+
+def test_summary_reads_espnet_log():
+    stats = ssl_throughput.summarize(LOG, steps=100, batch_size=8, seconds=15)
+    assert stats["wall_s"] == 17.5
+    assert stats["audio_per_s"] == 100 * 8 * 15 / 17.5
+    assert stats["losses"] == [8.543, 4.635]
