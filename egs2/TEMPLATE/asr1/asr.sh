@@ -16,7 +16,6 @@
 #  10  upload to the Hugging Face Hub, only with --hf_repo user/name
 set -euo pipefail
 
-log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*"; }
 
 stage=1
 stop_stage=10
@@ -51,22 +50,14 @@ hf_repo=""              # user/name: stage 10 uploads the packed model there
 . ./path.sh
 . ./cmd.sh
 . utils/parse_options.sh
+. utils/stage_funcs.sh
 
 asr_exp=${expdir}/${asr_tag}
 token_dir=data/token_list/${token_type}
 token_list=${token_dir}/tokens.txt
 packed=${packed_dir}/${model_name}.zip
 
-done_mark() { [ -f "$1/.done" ]; }
-mark_done() { mkdir -p "$1"; touch "$1/.done"; }
 
-best_model() {  # exp dir -> its best model file
-    local d=$1
-    for f in valid.acc.best.pth valid.loss.best.pth latest.pth; do
-        [ -f "${d}/${f}" ] && { echo "${d}/${f}"; return; }
-    done
-    log "no model in ${d}"; exit 1
-}
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ] && ! done_mark data; then
     log "stage 1: data preparation"

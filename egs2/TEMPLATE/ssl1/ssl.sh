@@ -16,8 +16,6 @@
 #     and CCA (docs/analysis.md)
 set -euo pipefail
 
-log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*"; }
-
 stage=1
 stop_stage=8
 ngpu=0                  # number of GPUs; > 1 trains with ESPnet's DDP
@@ -47,9 +45,8 @@ analysis_device=cpu
 . ./path.sh
 . ./cmd.sh
 . utils/parse_options.sh
+. utils/stage_funcs.sh
 
-done_mark() { [ -f "$1/.done" ]; }
-mark_done() { mkdir -p "$1"; touch "$1/.done"; }
 
 ssl_train() {  # iteration config
     local it=$1 config=$2 labels=${dumpdir}/labels_iter$1 out=${expdir}/ssl_iter$1
@@ -97,13 +94,6 @@ targets() {  # iteration n_clusters feature-args...
     mark_done "${labels}"
 }
 
-best_model() {  # exp dir -> its best model file
-    local d=$1
-    for f in valid.acc.best.pth valid.loss.best.pth latest.pth; do
-        [ -f "${d}/${f}" ] && { echo "${d}/${f}"; return; }
-    done
-    log "no model in ${d}"; exit 1
-}
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ] && ! done_mark data; then
     log "stage 1: data preparation"
