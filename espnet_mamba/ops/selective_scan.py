@@ -98,7 +98,9 @@ def _scan_chunk(log_decay: torch.Tensor, drive: torch.Tensor, state: torch.Tenso
     if steps == 1:
         return cum.exp() * state[:, None] + drive
     scaled = (torch.exp(-cum) * drive).cumsum(1)
-    if torch.isfinite(scaled).all():
+    # an overflow (inf, or nan from inf - inf) persists through a cumulative sum, so checking
+    # the last partial sums checks them all
+    if torch.isfinite(scaled[:, -1]).all():
         return cum.exp() * (state[:, None] + scaled)
     half = steps // 2
     first = _scan_chunk(log_decay[:, :half], drive[:, :half], state)
