@@ -105,10 +105,9 @@ def scan_gradients(fn, inputs: dict, weights) -> dict:
     return {k: v.grad for k, v in leaves.items()}
 
 
-@pytest.mark.parametrize("chunk_size", [1, 5, 16])
-def test_selective_scan_gradients_match_reference(chunk_size):
-    inputs = scan_inputs(23, seed=3)
-    weights = (torch.randn(BATCH, CHANNELS, 23), torch.randn(BATCH, CHANNELS, STATES))
+def assert_gradients_match_reference(inputs: dict, weights, chunk_size: int) -> None:
+    """Every input's gradient through selective_scan (torch, float32) is finite and equals
+    the step-by-step reference's (float64)."""
     grads = scan_gradients(
         lambda x: selective_scan(
             **x, delta_softplus=True, return_last_state=True, impl="torch", chunk_size=chunk_size
@@ -121,7 +120,15 @@ def test_selective_scan_gradients_match_reference(chunk_size):
         tuple(w.double() for w in weights),
     )
     for name in inputs:
+        assert torch.isfinite(grads[name]).all(), name
         torch.testing.assert_close(grads[name].double(), ref_grads[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 16])
+def test_selective_scan_gradients_match_reference(chunk_size):
+    inputs = scan_inputs(23, seed=3)
+    weights = (torch.randn(BATCH, CHANNELS, 23), torch.randn(BATCH, CHANNELS, STATES))
+    assert_gradients_match_reference(inputs, weights, chunk_size)
 
 
 def test_selective_scan_huge_decays_stay_exact_and_finite():
@@ -136,18 +143,7 @@ def test_selective_scan_huge_decays_stay_exact_and_finite():
     torch.testing.assert_close(last.double(), ref_last, rtol=1e-5, atol=1e-5)
 
     weights = (torch.randn(BATCH, CHANNELS, 40), torch.randn(BATCH, CHANNELS, STATES))
-    grads = scan_gradients(
-        lambda x: selective_scan(**x, delta_softplus=True, return_last_state=True, impl="torch"),
-        inputs, weights,
-    )  # fmt: skip
-    ref_grads = scan_gradients(
-        lambda x: selective_scan_reference(**x, delta_softplus=True),
-        {k: v.double() for k, v in inputs.items()},
-        tuple(w.double() for w in weights),
-    )
-    for name in inputs:
-        assert torch.isfinite(grads[name]).all(), name
-        torch.testing.assert_close(grads[name].double(), ref_grads[name], rtol=1e-4, atol=1e-4, msg=name)
+    assert_gradients_match_reference(inputs, weights, chunk_size=16)
 
 
 def test_selective_scan_huge_decays_would_overflow_without_the_fallback():

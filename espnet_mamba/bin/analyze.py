@@ -82,6 +82,14 @@ def phone_labeler(args, alignment):
 # Subcommands -----------------------------------------------------------------------------------
 
 
+def write_results(args, name: str, columns: dict, panels: dict, title: str, log_y: bool = False) -> None:
+    """``name``.tsv (one column per measure, a row per layer) and ``name``.png in --output_dir."""
+    out = output_dir(args)
+    report.write_layer_table(out / f"{name}.tsv", columns)
+    report.plot_layers(panels, out / f"{name}.png", title, log_y=log_y)
+    print(f"wrote {out / f'{name}.tsv'} and {out / f'{name}.png'}")
+
+
 def run_purity(args):
     wav_paths = read_wav_scp(args.wav_scp)
     phones = read_alignments(args.phone_alignments, args.phone_tier)
@@ -91,11 +99,8 @@ def run_purity(args):
         frames.layers, frames.labels["phone"], args.n_clusters, args.seed, mask=frames.labelled("phone")
     )
     columns = {metric: [getattr(r, metric) for r in results] for metric in purity.METRICS}
-    out = output_dir(args)
-    report.write_layer_table(out / "purity.tsv", columns)
     title = f"{model_name(args)}: k-means {args.n_clusters} units, {len(utts)} utterances"
-    report.plot_layers({"k-means units against phones": columns}, out / "purity.png", title)
-    print(f"wrote {out / 'purity.tsv'} and {out / 'purity.png'}")
+    write_results(args, "purity", columns, {"k-means units against phones": columns}, title)
 
 
 def run_cca(args):
@@ -119,11 +124,8 @@ def run_cca(args):
         if len(np.unique(frames.labels[kind][mask])) < 2:
             raise ValueError(f"{kind} labels: fewer than 2 distinct labels over the frames, nothing to correlate")
         columns[kind] = cca.layerwise_pwcca(frames.layers, frames.labels[kind], mask, args.max_frames, args.seed)
-    out = output_dir(args)
-    report.write_layer_table(out / "cca.tsv", columns)
     title = f"{model_name(args)}: {len(utts)} utterances"
-    report.plot_layers({"PWCCA with labels": columns}, out / "cca.png", title)
-    print(f"wrote {out / 'cca.tsv'} and {out / 'cca.png'}")
+    write_results(args, "cca", columns, {"PWCCA with labels": columns}, title)
 
 
 def run_mine_selftest(args):
@@ -153,11 +155,8 @@ def run_mine(args):
     utterances = utterance_features(load_model(args), wav_paths, utts, args.input_features, args.device)
     estimates = mine.corpus_mine(utterances, mine_config(args))
     columns = {"mi_nats": estimates.mean(0).tolist(), "mi_std": estimates.std(0).tolist()}
-    out = output_dir(args)
-    report.write_layer_table(out / "mine.tsv", columns)
     title = f"{model_name(args)}: I({args.input_features}; layer), {len(utts)} utterances"
-    report.plot_layers({"MI (nats)": {model_name(args): columns["mi_nats"]}}, out / "mine.png", title, log_y=True)
-    print(f"wrote {out / 'mine.tsv'} and {out / 'mine.png'}")
+    write_results(args, "mine", columns, {"MI (nats)": {model_name(args): columns["mi_nats"]}}, title, log_y=True)
 
 
 def run_compare(args):
