@@ -420,7 +420,8 @@ class GraphedStreamStep:
                 _, new_state = model.stream_step(self.chunk, self.state)
         except Exception as error:
             raise RuntimeError(f"capture failed: {type(error).__name__}: {str(error).splitlines()[0]}") from error
-        self.targets = list(zip(tensors_of(self.state), tensors_of(new_state)))
+        # what the step carries over unchanged (the positional conv's weight) needs no copy
+        self.targets = [(old, new) for old, new in zip(tensors_of(self.state), tensors_of(new_state)) if old is not new]
 
     def load(self, state) -> None:
         """Continue from ``state`` (same signature)."""

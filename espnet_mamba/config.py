@@ -46,7 +46,8 @@ class ModelConfig:
     num_classes: int = 504
     # Recompute the waveform CNN in the backward pass instead of storing its activations
     recompute_cnn: bool = False
-    # Compile the waveform CNN with torch.compile on CUDA (fuses its norms and activations)
+    # Compile the waveform CNN with torch.compile on CUDA for inference (fuses its norms and
+    # activations; training runs it eagerly, see MambaHuBERT._cnn)
     compile_cnn: bool = False
     # Implementation of the Mamba ops: "auto", "kernel" or "torch"; PyTorch scan chunk
     ssm_impl: str = "auto"

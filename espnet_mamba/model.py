@@ -56,8 +56,11 @@ class MambaHuBERT(nn.Module):
         return self.cfg.d_model
 
     def _cnn(self, wavs: torch.Tensor):
-        """The CNN to run: compiled once (dynamic shapes) where ``compile_cnn`` and on CUDA."""
-        if not (self.cfg.compile_cnn and wavs.is_cuda):
+        """The CNN to run: compiled once (dynamic shapes) where ``compile_cnn``, on CUDA and
+        without autograd. With autograd it runs eagerly: in torch 2.11 Inductor fails on the
+        backward of the compiled CNN with dynamic shapes ("shape '[1000, 512]' is invalid for
+        input of size 1", H200)."""
+        if not (self.cfg.compile_cnn and wavs.is_cuda and not torch.is_grad_enabled()):
             return self.feature_extractor
         if "_compiled_cnn" not in self.__dict__:  # kept out of the module tree and state dict
             self.__dict__["_compiled_cnn"] = torch.compile(self.feature_extractor, dynamic=True)
@@ -105,9 +108,12 @@ class MambaHuBERT(nn.Module):
                 f"streaming needs a causal model; layer_type {self.cfg.layer_type!r} with causal=False is not"
             )
         device = device if device is not None else next(self.parameters()).device
+        with torch.no_grad():
+            pos_conv_weight = None if self.pos_conv is None else self.pos_conv.conv.weight
         return StreamState(
             conv=self.feature_extractor.init_state(batch_size, device),
             pos_conv=None,
+            pos_conv_weight=pos_conv_weight,
             layers=[None] * len(self.layers),
             samples=0,
         )
@@ -132,7 +138,7 @@ class MambaHuBERT(nn.Module):
         pos_conv, layer_states = state.pos_conv, list(state.layers)
         if x.shape[1] > 0:
             if self.pos_conv is not None:
-                update, pos_conv = self.pos_conv.forward_chunk(x, pos_conv)
+                update, pos_conv = self.pos_conv.forward_chunk(x, pos_conv, state.pos_conv_weight)
                 x = x + update
             x = self.encoder_norm(x)
         hidden_states = [x]
@@ -140,7 +146,7 @@ class MambaHuBERT(nn.Module):
             if x.shape[1] > 0:
                 x, layer_states[i] = layer.forward_chunk(x, layer_states[i])
             hidden_states.append(x)
-        new_state = StreamState(conv_state, pos_conv, layer_states, state.samples + chunk.shape[1])
+        new_state = StreamState(conv_state, pos_conv, state.pos_conv_weight, layer_states, state.samples + chunk.shape[1])
         return hidden_states, new_state
 
 

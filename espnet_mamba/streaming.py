@@ -14,11 +14,14 @@ class StreamState:
 
     conv: the waveform CNN's unconsumed inputs per layer.
     pos_conv: the last kernel - 1 inputs (batch, K - 1, D) of the causal positional conv.
+    pos_conv_weight: that conv's weight-normalised weight, computed once per stream (the
+        normalisation costs more than a 20 ms step on CPU).
     layers: per block, a MambaState or a key/value cache (None before the first frame).
     samples: samples consumed so far (per stream of the batch).
     """
 
     conv: ConvStreamState
     pos_conv: Optional[torch.Tensor]
+    pos_conv_weight: Optional[torch.Tensor]
     layers: List[Any]
     samples: int

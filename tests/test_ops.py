@@ -132,9 +132,9 @@ def test_selective_scan_gradients_match_reference(chunk_size):
 
 
 def test_selective_scan_huge_decays_stay_exact_and_finite():
-    # dt ~ softplus(delta + 40) ~ 40 and A down to -60: decays of e^-2400 per frame, so
-    # exp(-cumulative log decay) overflows float32 within a chunk and the scan must fall back
-    # to smaller pieces. Half of the channels keep ordinary decays.
+    # dt ~ softplus(delta + 40) ~ 40 and A down to -60: decays of e^-2400 per frame, which
+    # underflow to exactly 0 (a formulation with exp(-cumulative log decay) would overflow).
+    # Half of the channels keep ordinary decays.
     inputs = scan_inputs(40, seed=4, a_scale=60.0)
     inputs["delta_bias"][: CHANNELS // 2] += 40.0
     out, last, ref_out, ref_last = run_both(inputs, chunk_size=16)
@@ -144,15 +144,6 @@ def test_selective_scan_huge_decays_stay_exact_and_finite():
 
     weights = (torch.randn(BATCH, CHANNELS, 40), torch.randn(BATCH, CHANNELS, STATES))
     assert_gradients_match_reference(inputs, weights, chunk_size=16)
-
-
-def test_selective_scan_huge_decays_would_overflow_without_the_fallback():
-    """Guards the test above: its inputs really do overflow a one-shot chunk."""
-    inputs = scan_inputs(40, seed=4, a_scale=60.0)
-    inputs["delta_bias"][: CHANNELS // 2] += 40.0
-    dt = F.softplus(inputs["delta"] + inputs["delta_bias"][:, None])
-    log_decay = torch.einsum("bel,en->blen", dt, inputs["A"])
-    assert not torch.isfinite(torch.exp(-log_decay[:, :16].cumsum(1))).all()
 
 
 def test_selective_scan_kernel_impl_on_cpu_raises():

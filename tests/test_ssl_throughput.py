@@ -17,12 +17,14 @@ LOG = """
 def test_corpus_and_config_are_valid(tmp_path):
     ssl_throughput.write_corpus(tmp_path / "corpus", utterances=3, seconds=1.0)
     assert check_labels(tmp_path / "corpus/wav.scp", tmp_path / "corpus/text", ssl_throughput.N_CLUSTERS) == 3
-    ssl_throughput.write_config(tmp_path / "c.yaml", "mamba_small", batch_size=2, steps=10, amp=False)
+    ssl_throughput.write_config(tmp_path / "c.yaml", "mamba_small", batch_size=2, steps=10, amp=False,
+                                overrides={"compile_cnn": True})
     args = MambaSSLTask.get_parser().parse_args(
         ["--config", str(tmp_path / "c.yaml"), "--token_list", str(tmp_path / "corpus/tokens.txt"),
          "--output_dir", str(tmp_path / "exp")]
     )  # fmt: skip
     assert args.encoder == "mamba_hubert" and args.num_iters_per_epoch == 10
+    assert args.encoder_conf == {"preset": "mamba_small", "compile_cnn": True}
     assert yaml.safe_load((tmp_path / "c.yaml").read_text())["loss"][0]["conf"]["num_classes"] == 101
 
 

@@ -22,7 +22,8 @@ def _list(text: str):
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-def _override(text: str):
+def parse_override(text: str):
+    """argparse type of ``--override KEY=VALUE``: (key, YAML-parsed value)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"--override wants KEY=VALUE, got {text!r}")
@@ -43,7 +44,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk_ms", type=float, default=20.0, help="stream: audio per step")
     p.add_argument("--cuda_graphs", action="store_true", help="stream: replay steady-state steps in a CUDA graph")
     p.add_argument("--ratio_to", help="add a column: time of this preset / time of the row's preset")
-    p.add_argument("--override", type=_override, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--override", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
                    help="ModelConfig field for every preset, e.g. num_layers=2 (repeatable)")
     p.add_argument("--output_dir", default="exp/benchmark")
     p.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's choice); 1 is steadier "

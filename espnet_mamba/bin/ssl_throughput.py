@@ -1,7 +1,8 @@
 """Pretraining throughput through ESPnet, on a synthetic corpus, for presets side by side.
 
     python -m espnet_mamba.bin.ssl_throughput --presets mamba_base,transformer_base \
-        --ngpu 1 --steps 200 --batch_size 8 --seconds 15 --amp true --work_dir /tmp/tp
+        --ngpu 1 --steps 200 --batch_size 8 --seconds 15 --amp true --work_dir /tmp/tp \
+        [--override compile_cnn=true]
 
 For each preset it writes a corpus of ``--seconds``-long utterances (tones in noise) with
 random 100-cluster labels, runs iteration-0 style pretraining (``espnet_mamba.bin.ssl_train``,
@@ -19,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import yaml
+
+from espnet_mamba.bin.benchmark import parse_override
 
 SAMPLE_RATE = 16000
 N_CLUSTERS = 100
@@ -46,10 +49,11 @@ def write_corpus(root: Path, utterances: int, seconds: float, seed: int = 0) -> 
     (root / "tokens.txt").write_text("".join(f"{i}\n" for i in range(N_CLUSTERS)) + "<unk>\n")
 
 
-def write_config(path: Path, preset: str, batch_size: int, steps: int, amp: bool) -> None:
+def write_config(path: Path, preset: str, batch_size: int, steps: int, amp: bool, overrides=None) -> None:
+    """ESPnet SSL config; ``overrides``: ModelConfig fields for the encoder (e.g. compile_cnn)."""
     config = {
         "encoder": "mamba_hubert",
-        "encoder_conf": {"preset": preset},
+        "encoder_conf": {"preset": preset, **(overrides or {})},
         "model": "mamba_hubert",
         "input_size": 1,
         "normalize": None,
@@ -118,6 +122,8 @@ def main(cmd=None):
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--amp", default="true", choices=("true", "false"), help="bf16 autocast")
     parser.add_argument("--work_dir", type=Path, required=True)
+    parser.add_argument("--override", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
+                        help="a ModelConfig field for every preset, e.g. compile_cnn=true (repeatable)")
     args = parser.parse_args(cmd)
     corpus = args.work_dir / "corpus"
     write_corpus(corpus, utterances=args.batch_size * 4, seconds=args.seconds)
@@ -125,7 +131,8 @@ def main(cmd=None):
     for preset in args.presets.split(","):
         work = args.work_dir / preset
         work.mkdir(parents=True, exist_ok=True)
-        write_config(work / "config.yaml", preset, args.batch_size, args.steps, args.amp == "true")
+        write_config(work / "config.yaml", preset, args.batch_size, args.steps, args.amp == "true",
+                     dict(args.override))
         stats = summarize(run_training(work, corpus, work / "config.yaml", args.ngpu), args.steps,
                           args.batch_size, args.seconds)  # fmt: skip
         losses = stats["losses"]

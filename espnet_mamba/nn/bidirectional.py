@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from espnet_mamba.nn.mamba import Mamba
+from espnet_mamba.nn.mamba import Mamba, pad_frames
 
 
 def reverse_padded(x: torch.Tensor, lengths: Optional[torch.Tensor], dim: int = 1) -> torch.Tensor:
@@ -64,8 +64,11 @@ class InnBiMamba(Mamba):
         self.reset_ssm_parameters("_b")
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        u, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)  # (batch, E, L) each
+        steps = x.shape[1]
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), steps, device=x.device)
+        u, z = self.project_in(pad_frames(x)).chunk(2, dim=1)  # (batch, E, L') each
         y_fwd, _ = self.ssm(u, z, "")
         u_b, z_b = reverse_padded(u, lengths, dim=2), reverse_padded(z, lengths, dim=2)
         y_bwd = reverse_padded(self.ssm(u_b, z_b, "_b")[0], lengths, dim=2)
-        return self.out_proj(((y_fwd + y_bwd) / 2).transpose(1, 2))
+        return self.out_proj(((y_fwd + y_bwd) / 2).transpose(1, 2))[:, :steps]

@@ -38,13 +38,21 @@ def receptive_field(layers: Sequence[Tuple[int, int, int]]) -> int:
 
 @dataclass
 class ConvStreamState:
-    """Per layer, the inputs (batch, C_in, n) a streaming CNN has not consumed yet."""
+    """Per layer, the inputs (batch, n, C_in) a streaming CNN has not consumed yet."""
 
     pending: List[torch.Tensor]
 
 
 class ConvLayer(nn.Module):
-    """Conv1d -> (norm) -> GELU on (batch, C_in, L) -> (batch, C_out, L')."""
+    """Conv1d -> (norm) -> GELU on channels-last (batch, L, C_in) -> (batch, L', C_out).
+
+    The convolution runs as one matrix product over the unfolded windows (batch, L', C_in * k):
+    no layout copies around cuDNN, and the per-frame LayerNorm then normalises a contiguous
+    last dimension (at 640 s on an H200: 31 ms eager and 12 ms compiled, against 115 and 21 ms
+    for Conv1d on (batch, C, L)). Run eagerly, the output keeps the product's dtype, so under
+    autocast the activations, the largest tensors of long inputs, are stored in bfloat16. The
+    parameters are those of ``nn.Conv1d`` (fairseq/torchaudio names).
+    """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, norm: Optional[str], bias: bool):
         super().__init__()
@@ -59,24 +67,30 @@ class ConvLayer(nn.Module):
             self.layer_norm = None
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = self.conv(x)
+        windows = x.unfold(1, self.kernel, self.stride).flatten(2)  # (batch, L', C_in * k)
+        x = F.linear(windows, self.conv.weight.flatten(1), self.conv.bias)
+        dtype = x.dtype  # bfloat16 under autocast: the next layer's product reads it so anyway
         if self.norm_type == "layer_norm":
-            x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
+            x = self.layer_norm(x)
         elif self.norm_type == "group_norm":
             x = self._masked_group_norm(x, lengths)
-        return F.gelu(x)
+        x = F.gelu(x)
+        # Under torch.compile Inductor fuses norm, GELU and the next layer's unfold and cast;
+        # casting here splits that fusion (CNN 12 -> 20 ms at 640 s, H200).
+        return x if torch.compiler.is_compiling() else x.to(dtype)
 
     def _masked_group_norm(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
-        """GroupNorm(C, C) with mean and variance over each utterance's real frames only."""
+        """GroupNorm(C, C) on (batch, L', C): each channel's mean and variance over each
+        utterance's real frames only."""
         if lengths is None:
-            return self.layer_norm(x)
-        valid = (torch.arange(x.shape[-1], device=x.device)[None] < lengths[:, None]).to(x.dtype)
-        valid = valid[:, None, :]  # (batch, 1, L')
-        count = valid.sum(-1, keepdim=True).clamp(min=1)
-        mean = (x * valid).sum(-1, keepdim=True) / count
-        var = (((x - mean) * valid) ** 2).sum(-1, keepdim=True) / count
+            lengths = torch.full((x.shape[0],), x.shape[1], device=x.device)
+        valid = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).to(x.dtype)
+        valid = valid[:, :, None]  # (batch, L', 1)
+        count = valid.sum(1, keepdim=True).clamp(min=1)
+        mean = (x * valid).sum(1, keepdim=True) / count
+        var = (((x - mean) * valid) ** 2).sum(1, keepdim=True) / count
         x = (x - mean) * torch.rsqrt(var + self.layer_norm.eps)
-        return x * self.layer_norm.weight[:, None] + self.layer_norm.bias[:, None]
+        return x * self.layer_norm.weight + self.layer_norm.bias
 
 
 class FeatureExtractor(nn.Module):
@@ -122,7 +136,7 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, wavs: torch.Tensor, lengths: Optional[torch.Tensor] = None):
         """wavs: (batch, samples), lengths: (batch,) -> (batch, frames, C), frame lengths."""
-        x = wavs[:, None, :]
+        x = wavs[:, :, None]
         frame_lengths = lengths
         for layer in self.conv_layers:
             if frame_lengths is not None:
@@ -131,13 +145,13 @@ class FeatureExtractor(nn.Module):
                 x = checkpoint(layer, x, frame_lengths, use_reentrant=False)
             else:
                 x = layer(x, frame_lengths)
-        return x.transpose(1, 2), frame_lengths
+        return x, frame_lengths
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> ConvStreamState:
         if self.mode != "layer_norm":
             raise RuntimeError("only the 'layer_norm' extractor is causal and streams")
         c_ins = [1] + [c for c, _, _ in self.layer_specs[:-1]]
-        return ConvStreamState([torch.zeros(batch_size, c, 0, device=device, dtype=dtype) for c in c_ins])
+        return ConvStreamState([torch.zeros(batch_size, 0, c, device=device, dtype=dtype) for c in c_ins])
 
     def forward_chunk(self, chunk: torch.Tensor, state: ConvStreamState):
         """Streaming: new samples (batch, S) -> the frames they complete (batch, n, C).
@@ -145,12 +159,12 @@ class FeatureExtractor(nn.Module):
         Each layer keeps the inputs its next output still needs, so any split of the audio
         into chunks yields exactly the frames of one offline forward.
         """
-        x, pending = chunk[:, None, :], []
+        x, pending = chunk[:, :, None], []
         for layer, buffered in zip(self.conv_layers, state.pending):
-            x = torch.cat([buffered, x.to(buffered.dtype)], dim=-1)
-            n = (x.shape[-1] - layer.kernel) // layer.stride + 1 if x.shape[-1] >= layer.kernel else 0
-            pending.append(x[..., n * layer.stride :])
-            x = layer(x[..., : (n - 1) * layer.stride + layer.kernel]) if n > 0 else x[..., :0].new_zeros(
-                x.shape[0], layer.conv.out_channels, 0
+            x = torch.cat([buffered, x.to(buffered.dtype)], dim=1)
+            n = (x.shape[1] - layer.kernel) // layer.stride + 1 if x.shape[1] >= layer.kernel else 0
+            pending.append(x[:, n * layer.stride :])
+            x = layer(x[:, : (n - 1) * layer.stride + layer.kernel]) if n > 0 else x.new_zeros(
+                x.shape[0], 0, layer.conv.out_channels
             )
-        return x.transpose(1, 2), ConvStreamState(pending)
+        return x, ConvStreamState(pending)

@@ -15,6 +15,26 @@ import torch.nn.functional as F
 from espnet_mamba.ops import causal_conv1d, mamba_kernels, selective_scan, use_kernel
 
 
+def padded_length(steps: int) -> int:
+    """The frames the kernel path runs for ``steps`` real ones.
+
+    * a multiple of 8: the scan's (batch, E, L) tensors are operands of the x_proj and dt_proj
+      products with leading dimension L, and cuBLAS takes its aligned tensor-core kernels only
+      when that is a multiple of 8 (an odd L ran those products 4x slower on an H200);
+    * a multiple of 2048 from 16384 frames on (at most 1/8 more frames): mamba-ssm's scan
+      kernel runs its unmasked path when L is a multiple of its 2048-frame chunk, 28% faster
+      (2.69 against 3.72 ms at E 2304, N 24, 32k frames, H200).
+    """
+    multiple = 2048 if steps >= 16384 else 8
+    return steps + (-steps % multiple)
+
+
+def pad_frames(x: torch.Tensor) -> torch.Tensor:
+    """Right-pad (batch, L, D) with zero frames to :func:`padded_length` on CUDA."""
+    extra = padded_length(x.shape[1]) - x.shape[1]
+    return F.pad(x, (0, 0, 0, extra)) if x.is_cuda and extra else x
+
+
 @dataclass
 class MambaState:
     """What a causal Mamba mixer carries between chunks.
@@ -96,7 +116,9 @@ class Mamba(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, L, D) -> (batch, L, D). Causal: frame t sees frames <= t."""
-        xz = self.in_proj(x).transpose(1, 2)  # (batch, 2E, L)
+        steps = x.shape[1]
+        x = pad_frames(x)  # causal, so the trailing zeros change no real frame
+        xz = self.project_in(x)
         kernels = mamba_kernels() if use_kernel(self.impl, x, "mamba_inner") else None
         if kernels is not None and kernels["causal_conv1d_fn"] is not None:
             out = kernels["mamba_inner_fn"](
@@ -105,10 +127,19 @@ class Mamba(nn.Module):
                 -torch.exp(self.A_log.float()), None, None, self.D.float(),
                 delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
             )  # fmt: skip
-            return out
+            return out[:, :steps]
         u, z = xz.chunk(2, dim=1)
         y, _ = self.ssm(u, z, "")
-        return self.out_proj(y.transpose(1, 2))
+        return self.out_proj(y.transpose(1, 2))[:, :steps]
+
+    def project_in(self, x: torch.Tensor) -> torch.Tensor:
+        """in_proj straight into the scan's layout: (batch, L, D) -> xz (batch, 2E, L) with
+        unit stride along L, as the kernels want it (a transposing copy of xz costs about 1 ms
+        per block at 32k frames)."""
+        batch, steps, _ = x.shape
+        xz = self.in_proj.weight @ x.reshape(batch * steps, -1).t()  # (2E, batch * L)
+        xz = xz.view(-1, batch, steps).transpose(0, 1)
+        return xz if self.in_proj.bias is None else xz + self.in_proj.bias.to(xz.dtype)[:, None]
 
     def forward_chunk(
         self, x: torch.Tensor, state: Optional[MambaState]
@@ -116,7 +147,7 @@ class Mamba(nn.Module):
         """Streaming: the next frames x (batch, L, D), L >= 1, after ``state`` (None: start)."""
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
-        u, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)
+        u, z = self.project_in(x).chunk(2, dim=1)
         kernels = mamba_kernels() if use_kernel(self.impl, x, "mamba_step") else None
         if x.shape[1] == 1 and kernels is not None and kernels["causal_conv1d_update"] is not None:
             y, state = self._step_kernels(u[..., 0], z[..., 0], state, kernels)
@@ -160,7 +191,7 @@ class Mamba(nn.Module):
             None if state is None else state.conv, self.impl,
         )  # fmt: skip
         dt, B, C = x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], -1)
-        dt = F.linear(dt, dt_proj.weight).transpose(1, 2)  # (batch, E, L); bias in the scan
+        dt = torch.matmul(dt_proj.weight, dt.transpose(1, 2))  # (batch, E, L); bias in the scan
         out = selective_scan(
             u, dt, -torch.exp(a_log.float()),
             B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(), d.float(),

@@ -1,5 +1,6 @@
 """HuBERT's convolutional positional embedding, centred or causal."""
 
+import contextlib
 from typing import Optional, Tuple
 
 import torch
@@ -20,7 +21,7 @@ class ConvPositionalEmbedding(nn.Module):
 
     def __init__(self, d_model: int, kernel_size: int = 128, groups: int = 16, causal: bool = False):
         super().__init__()
-        self.kernel_size, self.causal = kernel_size, causal
+        self.kernel_size, self.groups, self.causal = kernel_size, groups, causal
         conv = nn.Conv1d(d_model, d_model, kernel_size, groups=groups)
         nn.init.normal_(conv.weight, mean=0.0, std=(4.0 / (kernel_size * d_model)) ** 0.5)
         nn.init.zeros_(conv.bias)
@@ -33,17 +34,32 @@ class ConvPositionalEmbedding(nn.Module):
         return half, half - 1  # fairseq's pad k // 2 on both sides then drop the last frame
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (batch, L, D), zero at padded frames."""
-        y = self.conv(F.pad(x.transpose(1, 2), self._pad()))
+        """x: (batch, L, D), zero at padded frames.
+
+        The conv runs in float32 even under autocast: cuDNN's bfloat16 kernel for this
+        16-group, 128-tap conv is 6x slower than its float32 one (21.5 against 3.4 ms at 32k
+        frames on an H200).
+        """
+        with torch.autocast("cuda", enabled=False) if x.is_cuda else contextlib.nullcontext():
+            y = self.conv(F.pad(x.float().transpose(1, 2), self._pad()))
         return F.gelu(y).transpose(1, 2)
 
-    def forward_chunk(self, x: torch.Tensor, history: Optional[torch.Tensor]):
+    def forward_chunk(self, x: torch.Tensor, history: Optional[torch.Tensor], weight: Optional[torch.Tensor] = None):
         """Causal streaming: new frames x (batch, n, D) after ``history`` (batch, K - 1, D).
 
+        Each new frame is one (K x D/groups) window per group times its weights: no
+        convolution call, so no per-group launches for a one-frame step. ``weight``: the
+        conv's weight, if the caller keeps it from step to step (None: computed here).
         Returns the output for the new frames and the new history.
         """
         if history is None:
             history = x.new_zeros(x.shape[0], self.kernel_size - 1, x.shape[2])
-        window = torch.cat([history, x], dim=1)
-        y = F.gelu(self.conv(window.transpose(1, 2))).transpose(1, 2)
+        if weight is None:
+            weight = self.conv.weight
+        window = torch.cat([history, x], dim=1)  # (batch, K - 1 + n, D)
+        batch, n, d = x.shape
+        frames = window.unfold(1, self.kernel_size, 1).reshape(batch, n, self.groups, d // self.groups, -1)
+        weight = weight.view(self.groups, d // self.groups, d // self.groups, self.kernel_size)
+        y = torch.einsum("bngck,gock->bngo", frames, weight.to(frames.dtype)).reshape(batch, n, d)
+        y = F.gelu(y + self.conv.bias.to(y.dtype))
         return y, window[:, window.shape[1] - (self.kernel_size - 1) :]
