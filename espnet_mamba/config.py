@@ -49,7 +49,8 @@ class ModelConfig:
     # Compile the waveform CNN with torch.compile on CUDA for inference (fuses its norms and
     # activations; training runs it eagerly, see MambaHuBERT._cnn)
     compile_cnn: bool = False
-    # Implementation of the Mamba ops: "auto", "kernel" or "torch"; PyTorch scan chunk
+    # Implementation of the Mamba ops: "auto", "kernel" or "torch"; frames whose decays and
+    # states the PyTorch scan forms at once (its memory: batch x chunk x E x N floats)
     ssm_impl: str = "auto"
     scan_chunk_size: int = 16
 

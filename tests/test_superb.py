@@ -249,12 +249,18 @@ def test_superb_s_refuses_missing_or_inconsistent_references():
         superb.normalized_score(5.0, fbank=10.0, best=20.0, higher_better=False)
 
 
-def test_collect_cli_with_the_shipped_reference_says_what_is_missing(tmp_path, capsys):
+def test_collect_cli_with_the_shipped_reference_computes_superb_s(tmp_path, capsys):
     write_run(tmp_path / "KS" / "lr1.0e-3", "dev acc: 0.9\n", "test acc: 0.93\n")
     reference = REPO / "egs2" / "superb" / "conf" / "superb_reference.yaml"
-    assert set(yaml.safe_load(reference.read_text())["tasks"]) == set(superb.TASKS)
+    shipped = yaml.safe_load(reference.read_text())["tasks"]
+    assert set(shipped) == set(superb.TASKS)
+    for task, spec in superb.TASKS.items():  # every metric of every task has both points
+        for metric in spec.metrics:
+            ref = shipped[task][metric.name]
+            assert ref["higher_better"] == metric.higher_better and None not in (ref["fbank"], ref["best"])
     assert superb.main(["collect", str(tmp_path), "--reference", str(reference)]) == 0
     out = capsys.readouterr().out
-    assert "| KS | Acc | lr1.0e-3 | 90 | 93 |" in out and "SUPERB_S not computed" in out and "KS/Acc" in out
+    # KS: (93 - 41.3826674) / (96.66 - 41.3826674) = 0.93379
+    assert "| KS | Acc | lr1.0e-3 | 90 | 93 |" in out and "SUPERB_S over 1 task(s) (KS): 933.79" in out
     assert superb.main(["best-setting", str(tmp_path / "KS")]) == 0
     assert capsys.readouterr().out.strip() == "lr1.0e-3"

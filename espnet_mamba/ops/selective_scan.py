@@ -76,8 +76,9 @@ def _selective_scan_torch(
     ys = []
     for start in range(0, length, chunk_size):
         frames = slice(start, start + chunk_size)
-        decay = torch.einsum("bel,en->blen", delta[..., frames], A).exp()  # (batch, T, E, N)
-        drive = torch.einsum("bel,bnl->blen", delta[..., frames] * u[..., frames], B[..., frames])
+        dt = delta[..., frames].transpose(1, 2)[..., None]  # (batch, T, E, 1)
+        decay = (dt * A).exp()  # (batch, T, E, N)
+        drive = dt * u[..., frames].transpose(1, 2)[..., None] * B[..., frames].transpose(1, 2)[:, :, None, :]
         states = []
         for t in range(decay.shape[1]):
             state = torch.addcmul(drive[:, t], decay[:, t], state)
