@@ -192,3 +192,15 @@ def test_brief_command_runs(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
     assert len([r for r in table_rows(done.stdout) if r["status"] == "ok"]) == 4
     assert (tmp_path / "benchmark.png").exists()
+
+
+def test_profile_kernel_table_ranks_ops_by_time():
+    from torch.profiler import ProfilerActivity
+
+    from espnet_mamba.bin.profile_parts import kernel_table
+
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    table = kernel_table(lambda: [a @ b for _ in range(20)] + [a + b], top=3, activities=[ProfilerActivity.CPU])
+    lines = table.splitlines()
+    assert lines[0].startswith("| kernel | ms | calls | share of") and len(lines) == 2 + 3
+    assert "`aten::mm` |" in lines[2] and "| 20 |" in lines[2]  # 20 products outweigh one add

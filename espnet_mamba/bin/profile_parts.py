@@ -1,13 +1,17 @@
 """Where inference time goes: the waveform CNN (eager and under torch.compile) against the
-positional conv + blocks, on CUDA, with CUDA-event timing (median of 3 after a warm-up).
+positional conv + blocks, on CUDA, with CUDA-event timing (median of 3 after a warm-up); with
+``--kernels N``, also the N kernels that take the most GPU time in one forward with the CNN
+compiled (torch.profiler).
 
-    python -m espnet_mamba.bin.profile_parts --presets mamba_base,transformer_base --seconds 640
+    python -m espnet_mamba.bin.profile_parts --presets mamba_base,transformer_base --seconds 640 [--kernels 20]
 """
 
 import argparse
 import time
+from typing import Callable, Sequence
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 import espnet_mamba
 
@@ -26,11 +30,33 @@ def cuda_ms(fn, repeat: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def kernel_table(fn: Callable[[], object], top: int,
+                 activities: Sequence[ProfilerActivity] = (ProfilerActivity.CUDA,)) -> str:
+    """A Markdown table of the ``top`` ops or kernels by device (else CPU) time in one call of fn."""
+    with profile(activities=list(activities)) as prof:
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    events = list(prof.key_averages())
+
+    def cost(event):
+        return event.device_time_total if ProfilerActivity.CUDA in activities else event.self_cpu_time_total
+
+    total = sum(cost(e) for e in events) / 1e3
+    lines = [f"| kernel | ms | calls | share of {total:.1f} ms |", "|---|---|---|---|"]
+    for event in sorted(events, key=cost, reverse=True)[:top]:
+        name = event.key.replace("|", "/")[:100]
+        lines.append(f"| `{name}` | {cost(event) / 1e3:.2f} | {event.count} | {cost(event) / 1e3 / total:.1%} |")
+    return "\n".join(lines)
+
+
 def main(cmd=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="mamba_base,transformer_base")
     parser.add_argument("--seconds", type=float, default=640)
     parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
+    parser.add_argument("--kernels", type=int, default=0, metavar="N",
+                        help="also print the N kernels taking the most GPU time (CNN compiled)")
     args = parser.parse_args(cmd)
     if not torch.cuda.is_available():
         raise SystemExit("profile_parts needs a CUDA GPU")
@@ -51,6 +77,12 @@ def main(cmd=None):
             compile_s = time.time() - started
             cnn_compiled = cuda_ms(lambda: compiled(wav))
         print(f"| {preset} | {whole:.1f} | {cnn:.1f} | {cnn_compiled:.1f} ({compile_s:.0f}) | {blocks:.1f} |")
+        if args.kernels:
+            backbone.cfg.compile_cnn = True
+            with torch.no_grad(), torch.autocast("cuda", dtype=getattr(torch, args.dtype)):
+                backbone.extract_features(wav)  # compile outside the profile
+                table = kernel_table(lambda: backbone.extract_features(wav), args.kernels)
+            print(f"\n{preset}, {args.seconds:g} s, {args.dtype}, CNN compiled: kernels by GPU time\n\n{table}\n")
 
 
 if __name__ == "__main__":
