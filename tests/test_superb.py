@@ -113,6 +113,72 @@ def test_sd_trains_and_writes_test_predictions(tiny_ckpt, tmp_path, capsys):
         assert h5["T_hat"].shape[1] == 2  # two speakers
 
 
+CLONE_STANDIN = Path(__file__).parent / "s3prl_clone_standin"
+FRAME_LEVEL_CTC = {"project_dim": 16, "zero_infinity": True, "select": "FrameLevel"}
+PHONES = {"HELLO": "HH AH L OW", "WORLD": "W ER L D", "A": "AH", "CAT": "K AE T", "THE": "DH AH",
+          "DOG": "D AO G", "RAN": "R AE N", "NO": "N OW"}  # fmt: skip
+SNIPS = (("play HELLO WORLD", "O song song"), ("A CAT", "O O"), ("play NO", "O song"))  # slot per word
+
+
+def ctc_config(corpus: dict, text: dict, metrics: list, higher_better: bool) -> dict:
+    corpus = {**corpus, "bucketing": True, "batch_size": 2, "num_workers": 0}
+    return {
+        **toy_corpora.runner_config(),
+        "downstream_expert": {
+            "corpus": corpus, "text": text, "model": FRAME_LEVEL_CTC, "save_best_on": ["dev"],
+            "metric_higher_better": higher_better, "metric": metrics,
+        },
+    }  # fmt: skip
+
+
+def make_pr(root: Path) -> dict:
+    """PR: toy LibriSpeech, a lexicon and a phoneme vocabulary (as the clone's libriphone.yaml)."""
+    splits = toy_corpora.make_librispeech(root / "LibriSpeech")
+    (root / "lexicon.txt").write_text("".join(f"{w} {p}\n" for w, p in PHONES.items()))
+    phones = sorted({p for pron in PHONES.values() for p in pron.split()})
+    (root / "phoneme.txt").write_text("".join(f"{p}\n" for p in phones))
+    corpus = {"name": "libriphone", "path": str(root / "LibriSpeech"), "lexicon": [str(root / "lexicon.txt")],
+              "train": splits[:1], "dev": splits[1:2], "test": splits[2:]}  # fmt: skip
+    return ctc_config(corpus, {"mode": "word", "vocab_file": str(root / "phoneme.txt")}, ["per"], False)
+
+
+def make_sf(root: Path) -> dict:
+    """SF: toy utterances with slot tags, a character vocabulary and slots.txt (as snips.yaml)."""
+    for split in ("train", "valid", "test"):
+        lines = []
+        for n, (sentence, tags) in enumerate(SNIPS):
+            toy_corpora.write_wav(root / split / f"{split}{n}.wav", 0.8, 7 * n + len(split))
+            lines.append(f"{split}{n}\tBOS {sentence.upper()} EOS\tO {tags} O\n")
+        (root / f"{split}.tsv").write_text("".join(lines))
+    (root / "character.txt").write_text("".join(f"{c}\n" for c in " ABCDEFGHIJKLMNOPQRSTUVWXYZ'"))
+    (root / "slots.txt").write_text("O\nsong")  # the first line is skipped by the text encoder
+    corpus = {"name": "snips", "path": str(root), "train": ["train"], "dev": ["valid"], "test": ["test"]}
+    text = {"mode": "character-slot", "vocab_file": str(root / "character.txt"), "slots_file": str(root / "slots.txt")}
+    return ctc_config(corpus, text, ["slot_type_f1", "slot_value_cer"], True)
+
+
+@pytest.mark.parametrize("task,make", [("PR", make_pr), ("SF", make_sf)])
+def test_ctc_tasks_train_and_test_with_a_clones_corpus_modules(tiny_ckpt, tmp_path, capsys, monkeypatch, task, make):
+    """PR and SF need the clone's downstream/ctc/corpus: run from a "clone" directory that has
+    it (test stand-ins), the launcher imports those modules and s3prl's ctc expert trains."""
+    config = tmp_path / "config.yaml"
+    toy_corpora.write_config(make(tmp_path / "corpus"), config)
+    monkeypatch.chdir(CLONE_STANDIN)
+    expdir = tmp_path / "exp"
+    run_downstream.main(["-m", "train", "-u", "mamba_hubert", "-k", str(tiny_ckpt), "-d", "ctc", "-c", str(config),
+                         "-p", str(expdir), "--device", "cpu"])  # fmt: skip
+    out = capsys.readouterr().out
+    import s3prl.downstream.ctc.corpus as corpus_package
+
+    assert Path(corpus_package.__file__).parent == CLONE_STANDIN / "downstream" / "ctc" / "corpus"
+    test_out = evaluate(expdir / "dev-best.ckpt", "test", capsys)
+    for metric in superb.TASKS[task].metrics:
+        [dev_value] = metric.read(out, "dev")
+        [test_value] = metric.read(test_out, "test")
+        assert 0 <= dev_value and 0 <= test_value
+    assert len((expdir / "test-hyp.ark").read_text().splitlines()) == (4 if task == "PR" else 3)
+
+
 def test_qbe_runs_dtw_on_each_layer(tiny_ckpt, tmp_path, capsys):
     config = toy_task("QbE", tmp_path)
     for layer in (0, 2):
