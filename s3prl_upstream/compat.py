@@ -21,10 +21,12 @@ installed library lacks the feature:
   checkpoints hold the run's ``argparse.Namespace``; it is added to torch's safe globals.
 
 tensorboardX, which the runner imports but s3prl does not declare, is checked by
-:func:`require_tensorboardx`.
+:func:`require_tensorboardx`. One fix is made when a downstream is loaded, by
+:func:`fix_downstream`: the ASV expert's ``.cuda()`` call on its attention mask.
 """
 
 import argparse
+import functools
 import importlib.machinery
 import importlib.util
 import io
@@ -139,3 +141,32 @@ def require_tensorboardx() -> None:
             "s3prl's downstream runner needs tensorboardX, which s3prl does not declare: "
             "pip install tensorboardX (espnet-mamba lists it in install_requires)"
         )
+
+
+def fix_downstream(downstream: str) -> None:
+    """Fixes for a downstream expert, made when the runner loads it.
+
+    ``sv_voxceleb1`` (ASV): the expert builds its attention mask on the CPU and calls
+    ``.cuda()`` on it, so ``--device cpu`` fails. While its ``forward`` runs, ``Tensor.cuda``
+    moves a tensor to the device of the features instead: the same on a GPU, and the CPU run
+    works.
+    """
+    if downstream != "sv_voxceleb1":
+        return
+    from s3prl.downstream.sv_voxceleb1 import expert
+
+    forward = expert.DownstreamExpert.forward
+    if getattr(forward, "mask_follows_features", False):
+        return
+
+    @functools.wraps(forward)
+    def forward_with_mask_on_the_features_device(self, mode, features, *args, **kwargs):
+        device, cuda = features[0].device, torch.Tensor.cuda
+        torch.Tensor.cuda = lambda tensor, *_, **__: tensor.to(device)
+        try:
+            return forward(self, mode, features, *args, **kwargs)
+        finally:
+            torch.Tensor.cuda = cuda
+
+    forward_with_mask_on_the_features_device.mask_follows_features = True
+    expert.DownstreamExpert.forward = forward_with_mask_on_the_features_device

@@ -11,9 +11,10 @@ directory, where the configs' relative paths (e.g. ``downstream/ctc/vocab``) res
 from there, the clone's ``downstream/ctc/corpus`` (PR, SF), which the wheel lacks, is used.
 For several GPUs: ``torchrun --nproc_per_node N -m s3prl_upstream.run_downstream ...``.
 
-Two differences from s3prl's script, both fixes: SID/ASV file-list caches go to a per-corpus
-directory (:mod:`s3prl_upstream.dataset_caches`), and ``builtins.isinstance``, which s3prl's
-main replaces, is restored when it returns.
+Three differences from s3prl's script, all fixes: SID/ASV file-list caches go to a per-corpus
+directory (:mod:`s3prl_upstream.dataset_caches`), the ASV expert runs on CPU too
+(:func:`s3prl_upstream.compat.fix_downstream`), and ``builtins.isinstance``, which s3prl's main
+replaces, is restored when it returns.
 """
 
 import builtins
@@ -55,10 +56,11 @@ def use_clone_ctc_corpus(package_dir: Path) -> bool:
     return True
 
 
-def _runner_with_isolated_caches(runner_class):
+def _runner_with_fixes(runner_class):
     class Runner(runner_class):
         def __init__(self, args, config):
             dataset_caches.isolate(args.downstream, config)
+            compat.fix_downstream(args.downstream)
             super().__init__(args, config)
 
     return Runner
@@ -75,7 +77,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     use_clone_ctc_corpus(Path.cwd())
     saved_argv, saved_isinstance = sys.argv, builtins.isinstance
     sys.argv = ["run_downstream.py", *argv]
-    run_downstream.Runner = _runner_with_isolated_caches(Runner)
+    run_downstream.Runner = _runner_with_fixes(Runner)
     try:
         run_downstream.main()
     finally:

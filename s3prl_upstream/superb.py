@@ -97,7 +97,7 @@ TASKS: Dict[str, Task] = {
              (Metric("EER", False, rf"test-EER: {NUMBER}", None, 100.0),),
              best_checkpoint="",
              notes="no dev set: every saved checkpoint is tested, the best test EER is reported "
-                   "(SUPERB's protocol); s3prl's expert calls .cuda(): GPU only"),
+                   "(SUPERB's protocol)"),
         Task("SD", "diarization", "downstream/diarization/config.yaml",
              (Metric("DER", False, rf"\*\*\*\s*OVERALL\s*\*\*\*\s+{NUMBER}",
                      rf"mode dev acc \S+ der {NUMBER}", scale=1.0, dev_scale=100.0),),

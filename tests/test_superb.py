@@ -193,6 +193,20 @@ def test_qbe_runs_dtw_on_each_layer(tiny_ckpt, tmp_path, capsys):
         assert all(len(t.findall("term")) == 4 for t in terms)  # every English document scored
 
 
+def test_asv_trains_and_every_checkpoint_is_tested_on_cpu(tiny_ckpt, tmp_path, capsys):
+    """s3prl's ASV expert calls .cuda() on its attention mask; the launcher's fix makes the mask
+    follow the features, so the task trains and tests with --device cpu."""
+    expdir, _ = train(tiny_ckpt, "ASV", tmp_path, capsys)
+    checkpoints = sorted(expdir.glob("states-*.ckpt"))
+    assert [c.name for c in checkpoints] == ["states-2.ckpt", "states-4.ckpt"]
+    early, late = (torch.load(c, map_location="cpu") for c in checkpoints)
+    assert late["Step"] == 4
+    assert any(not torch.equal(early["Downstream"][k], v) for k, v in late["Downstream"].items())  # it trained
+    for checkpoint in checkpoints:
+        [eer] = superb.TASKS["ASV"].metrics[0].read(evaluate(checkpoint, "test", capsys), "test")
+        assert 0 <= eer <= 100
+
+
 def test_asv_dataset_trims_silence_and_caches_outside_the_package(tmp_path):
     config = toy_corpora.make("ASV", tmp_path / "corpus")
     dataset_caches.isolate("sv_voxceleb1", config)

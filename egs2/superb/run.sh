@@ -110,7 +110,6 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     log "Stage 2: training (learning rates: ${lrs})"
     for task in ${tasks}; do
         [ "${task}" = QbE ] && continue  # no training: DTW on the features
-        if [ "${task}" = ASV ] && [ "${device}" = cpu ]; then log "  ASV skipped: s3prl's sv_voxceleb1 expert calls .cuda()"; continue; fi
         eval "$(task_info "${task}")"
         for lr in ${lrs}; do
             for fold in ${folds:-none}; do
@@ -170,7 +169,6 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
                 ./score-TWV-Cnxe.sh "${out}" groundtruth_quesst14_${test_split} -10) > "${exp}/QbE/${best}/test.log"
             ;;
         ASV)
-            [ "${device}" = cpu ] && continue
             # no dev set: test every checkpoint of every learning rate, report the best
             for ckpt in "${exp}"/ASV/lr*/states-*.ckpt; do
                 [ -f "${ckpt}" ] || continue
