@@ -90,7 +90,7 @@ TASKS: Dict[str, Task] = {
              (Metric("MTWV", True, rf"maxTWV\s*[:=]?\s*{NUMBER}", rf"maxTWV\s*[:=]?\s*{NUMBER}"),),
              test_split="eval", best_checkpoint="", setting_prefix="layer",
              notes="no training: DTW on each layer (-l), best layer on dev; MTWV from QUESST14's "
-                   "scoring/score-TWV-Cnxe.sh (its output format is to verify)"),
+                   "scoring/score-TWV-Cnxe.sh ('actTWV: v  maxTWV: v  Threshold: t')"),
         Task("SID", "voxceleb1", "downstream/voxceleb1/config.yaml", (_accuracy(),),
              notes="VoxCeleb1 dev/wav + test/wav, veri_test_class.txt split"),
         Task("ASV", "sv_voxceleb1", "downstream/sv_voxceleb1/config.yaml",

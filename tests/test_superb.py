@@ -279,6 +279,20 @@ def test_lower_is_better_metrics_and_untested_settings(tmp_path):
     assert superb.collect_task(tmp_path / "PR", superb.TASKS["PR"]).test["PER"] == pytest.approx(12.5)
 
 
+def test_qbe_best_layer_on_dev_and_its_test_mtwv_from_the_scorer_output(tmp_path):
+    # QUESST14's score-TWV-Cnxe.sh prints "actTWV: <v>  maxTWV: <v>  Threshold: <t>"; maxTWV is
+    # the MTWV (format as other SUPERB wrappers parse it)
+    def scorer_log(act, best):
+        return f"Cnxe: 0.98  minCnxe: 0.95\nactTWV: {act}  maxTWV: {best}  Threshold: 0.31\n"
+
+    for layer, dev_mtwv in ((0, 0.0101), (3, 0.0456), (6, 0.0302)):
+        (tmp_path / "QbE" / f"layer{layer}").mkdir(parents=True)
+        (tmp_path / "QbE" / f"layer{layer}" / "dev.log").write_text(scorer_log(-0.2, dev_mtwv))
+    (tmp_path / "QbE" / "layer3" / "test.log").write_text(scorer_log(-0.1, 0.0388))
+    result = superb.collect_task(tmp_path / "QbE", superb.TASKS["QbE"])
+    assert result.setting == "layer3" and result.dev == {"MTWV": 0.0456} and result.test == {"MTWV": 0.0388}
+
+
 def test_er_averages_the_five_folds(tmp_path):
     for k in range(1, 6):
         write_run(tmp_path / "ER" / "lr1.0e-4" / f"fold{k}", f"dev acc: 0.{k}\n", f"test acc: 0.{k}\n")
