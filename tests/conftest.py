@@ -38,3 +38,19 @@ def tiny_model():
         return model.eval()
 
     return build
+
+
+@pytest.fixture
+def isolated_ctc_corpus():
+    """Undo what running from an s3prl clone does to the process: the clone's directory added to
+    ``s3prl.downstream.ctc.__path__`` and its ``corpus`` modules imported. Without this, the
+    first test's "clone" would serve every later test's corpus imports."""
+    import sys
+
+    import s3prl.downstream.ctc as ctc
+
+    saved_path = list(ctc.__path__)
+    yield
+    ctc.__path__[:] = saved_path
+    for name in [n for n in sys.modules if n.startswith("s3prl.downstream.ctc.corpus")]:
+        del sys.modules[name]

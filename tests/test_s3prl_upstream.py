@@ -234,7 +234,7 @@ def test_hub_options_that_cannot_work_are_refused(argv):
     run_downstream.check_options(["-m", "train", "--hub", "torch"])
 
 
-def test_the_clone_ctc_corpus_package_is_used_when_run_from_a_clone(tmp_path):
+def test_the_clone_ctc_corpus_package_is_used_when_run_from_a_clone(tmp_path, isolated_ctc_corpus):
     corpus = tmp_path / "downstream" / "ctc" / "corpus"
     corpus.mkdir(parents=True)
     (corpus / "toy_corpus_marker.py").write_text("NAME = 'from the clone'\n")

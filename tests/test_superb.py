@@ -158,7 +158,8 @@ def make_sf(root: Path) -> dict:
 
 
 @pytest.mark.parametrize("task,make", [("PR", make_pr), ("SF", make_sf)])
-def test_ctc_tasks_train_and_test_with_a_clones_corpus_modules(tiny_ckpt, tmp_path, capsys, monkeypatch, task, make):
+def test_ctc_tasks_train_and_test_with_a_clones_corpus_modules(tiny_ckpt, tmp_path, capsys, monkeypatch, task, make,
+                                                               isolated_ctc_corpus):
     """PR and SF need the clone's downstream/ctc/corpus: run from a "clone" directory that has
     it (test stand-ins), the launcher imports those modules and s3prl's ctc expert trains."""
     config = tmp_path / "config.yaml"
