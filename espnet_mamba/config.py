@@ -46,6 +46,10 @@ class ModelConfig:
     num_classes: int = 504
     # Recompute the waveform CNN in the backward pass instead of storing its activations
     recompute_cnn: bool = False
+    # Recompute each block in the backward pass, keeping only its input (trades about one
+    # more forward of the blocks for their saved activations, which dominate memory once the
+    # CNN is recomputed)
+    recompute_blocks: bool = False
     # Compile the waveform CNN with torch.compile on CUDA for inference (fuses its norms and
     # activations; training runs it eagerly, see MambaHuBERT._cnn)
     compile_cnn: bool = False

@@ -9,6 +9,7 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from espnet_mamba.config import ModelConfig, load_config
 from espnet_mamba.nn.feature_extractor import FeatureExtractor
@@ -77,13 +78,17 @@ class MambaHuBERT(nn.Module):
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> List[torch.Tensor]:
         """(batch, frames, D) -> [input to block 1, output of block 1, ..., of block N]."""
+        if lengths is not None and not lengths.is_meta and bool((lengths == x.shape[1]).all()):
+            lengths = None  # no padding: no masks (attention keeps its flash kernel); meta
+            # tensors (MAC counting) have no values to compare
         x = zero_padding(x, lengths)
         if self.pos_conv is not None:
             x = x + self.pos_conv(x)
         x = self.encoder_dropout(self.encoder_norm(x))
         hidden_states = [x]
+        recompute = self.cfg.recompute_blocks and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x, lengths)
+            x = checkpoint(layer, x, lengths, use_reentrant=False) if recompute else layer(x, lengths)
             hidden_states.append(x)
         return hidden_states
 

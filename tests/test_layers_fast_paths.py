@@ -42,9 +42,21 @@ def test_channels_last_cnn_equals_conv1d_definition(mode):
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
 
 
-def test_channels_last_cnn_gradients_equal_conv1d_definition():
+def test_group_norm_statistics_skip_padding_frames():
+    """An utterance padded in a batch is normalised as it is alone."""
     torch.manual_seed(0)
-    extractor = FeatureExtractor("layer_norm", SMALL_CNN)
+    extractor = FeatureExtractor("group_norm", SMALL_CNN)
+    wavs = torch.randn(2, 1500) + 3.0  # an offset: the mean is far from 0
+    alone, _ = extractor(wavs[:1, :1000], torch.tensor([1000]))
+    batched, lengths = extractor(wavs, torch.tensor([1000, 1500]))
+    torch.testing.assert_close(batched[:1, : lengths[0]], alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batched[1:], cnn_reference(extractor, wavs[1:]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["layer_norm", "group_norm"])
+def test_channels_last_cnn_gradients_equal_conv1d_definition(mode):
+    torch.manual_seed(0)
+    extractor = FeatureExtractor(mode, SMALL_CNN)
     wavs = torch.randn(1, 800)
     ours = torch.autograd.grad(extractor(wavs)[0].square().sum(), list(extractor.parameters()))
     reference = torch.autograd.grad(cnn_reference(extractor, wavs).square().sum(), list(extractor.parameters()))

@@ -304,6 +304,42 @@ def test_every_parameter_gets_a_gradient(tiny_model, preset):
         assert p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("preset", ["mamba_small", "innbimamba_small", "transformer_small"])
+def test_recomputing_the_cnn_and_blocks_gives_the_same_gradients(tiny_model, preset):
+    """Dropout on: the recomputed forward must draw the same masks as the first one. The CNN
+    runs in time segments, which must give the frames of one whole pass."""
+    def gradients(**recompute):
+        model = tiny_model(preset, dropout=0.2, attention_dropout=0.2, **recompute).train()
+        model.backbone.feature_extractor.segment_frames = 5  # 12 and 18 frames: several segments
+        torch.manual_seed(3)
+        logits, _ = model(*random_wavs(4000, 6000))
+        logits.square().mean().backward()
+        return {name: p.grad for name, p in model.named_parameters()}
+
+    stored = gradients()
+    recomputed = gradients(recompute_cnn=True, recompute_blocks=True)
+    assert stored.keys() == recomputed.keys()
+    for name, grad in stored.items():
+        torch.testing.assert_close(recomputed[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_recomputing_the_blocks_keeps_fewer_activations(tiny_model):
+    def saved_bytes(**recompute):
+        model = tiny_model("mamba_small", **recompute).train()
+        total = []
+
+        def pack(t):
+            total.append(t.numel() * t.element_size())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(*random_wavs(16000))
+        return sum(total)
+
+    stored, recomputed = saved_bytes(), saved_bytes(recompute_blocks=True)
+    assert recomputed < 0.5 * stored, (recomputed, stored)
+
+
 # Input checks ---------------------------------------------------------------------------------
 
 

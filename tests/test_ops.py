@@ -29,11 +29,17 @@ def scan_inputs(length: int, seed: int = 0, delta_bias_scale: float = 1.0, a_sca
     )
 
 
-def run_both(inputs: dict, chunk_size: int):
-    """(out, last state) of selective_scan (torch, float32) and of the reference (float64)."""
+def run_both(inputs: dict, chunk_size: int, with_autograd: bool = False):
+    """(out, last state) of selective_scan (torch, float32) and of the reference (float64).
+
+    ``with_autograd`` runs the scan's differentiable form (u requires grad), otherwise its
+    in-place inference form."""
+    given = dict(inputs, u=inputs["u"].clone().requires_grad_(with_autograd))
     out, last = selective_scan(
-        **inputs, delta_softplus=True, return_last_state=True, impl="torch", chunk_size=chunk_size
+        **given, delta_softplus=True, return_last_state=True, impl="torch", chunk_size=chunk_size
     )
+    assert out.requires_grad == with_autograd
+    out, last = out.detach(), last.detach()
     ref_out, ref_last = selective_scan_reference(
         **{k: (v.double() if v is not None else None) for k, v in inputs.items()}, delta_softplus=True
     )
@@ -43,24 +49,27 @@ def run_both(inputs: dict, chunk_size: int):
 OPTIONAL = ("D", "z", "delta_bias", "initial_state")
 
 
-@pytest.mark.parametrize("chunk_size", [1, 4, 16, 64])
+@pytest.mark.parametrize(
+    "chunk_size, with_autograd", [(1, True), (4, True), (16, True), (64, True), (16, False)]
+)
 @pytest.mark.parametrize("given", list(itertools.product([False, True], repeat=len(OPTIONAL))))
-def test_selective_scan_matches_reference(chunk_size, given):
+def test_selective_scan_matches_reference(chunk_size, with_autograd, given):
     # 37 frames: not a multiple of 4 or 16, shorter than 64
     inputs = scan_inputs(37)
     for name, keep in zip(OPTIONAL, given):
         if not keep:
             inputs[name] = None
-    out, last, ref_out, ref_last = run_both(inputs, chunk_size)
+    out, last, ref_out, ref_last = run_both(inputs, chunk_size, with_autograd)
     assert out.dtype == torch.float32 and out.shape == (BATCH, CHANNELS, 37)
     assert last.dtype == torch.float32 and last.shape == (BATCH, CHANNELS, STATES)
     torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(last.double(), ref_last, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("length", [1, 15, 16, 17])
-def test_selective_scan_lengths_around_the_chunk(length):
-    out, last, ref_out, ref_last = run_both(scan_inputs(length, seed=1), chunk_size=16)
+@pytest.mark.parametrize("with_autograd", [True, False])
+@pytest.mark.parametrize("length", [0, 1, 15, 16, 17])
+def test_selective_scan_lengths_around_the_chunk(length, with_autograd):
+    out, last, ref_out, ref_last = run_both(scan_inputs(length, seed=1), 16, with_autograd)
     torch.testing.assert_close(out.double(), ref_out, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(last.double(), ref_last, rtol=1e-5, atol=1e-5)
 

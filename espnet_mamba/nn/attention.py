@@ -31,17 +31,22 @@ class SelfAttention(nn.Module):
         return x.unflatten(-1, (self.heads, self.d_head)).transpose(1, 2)  # (batch, H, L, d)
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (batch, L, D); lengths (batch,) or None when no frame is padding.
+
+        Without padding no mask is formed, so that SDPA can take its flash kernel (with a
+        mask it falls back to kernels that are slower and, with dropout, hold (L, L) scores).
+        """
         q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
         steps = x.shape[1]
         allowed = None  # (batch or 1, 1, L, L), True where attention is allowed
         if lengths is not None:
             allowed = (torch.arange(steps, device=x.device)[None] < lengths[:, None])[:, None, None, :]
-        if self.causal:
-            tril = torch.ones(steps, steps, dtype=torch.bool, device=x.device).tril()[None, None]
-            allowed = tril if allowed is None else allowed & tril
+            if self.causal:
+                allowed = allowed & torch.ones(steps, steps, dtype=torch.bool, device=x.device).tril()
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
-        )
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0,
+            is_causal=self.causal and allowed is None,
+        )  # fmt: skip
         return self.out_proj(y.transpose(1, 2).flatten(2))
 
     def forward_chunk(self, x: torch.Tensor, cache: Optional[KVCache]) -> Tuple[torch.Tensor, KVCache]:

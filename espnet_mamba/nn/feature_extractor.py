@@ -9,6 +9,7 @@ Two normalisation modes, as in fairseq and torchaudio:
   and streamable.
 """
 
+import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -81,16 +82,30 @@ class ConvLayer(nn.Module):
 
     def _masked_group_norm(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
         """GroupNorm(C, C) on (batch, L', C): each channel's mean and variance over each
-        utterance's real frames only."""
+        utterance's real frames only, summed in float32.
+
+        The statistics come from float32 reductions of x (sum and norm, no float32 copy of
+        x), and the normalisation is one multiply-add in x's dtype, so a bfloat16 x of a long
+        input gets no float32 temporaries of its size (320 s: 1M frames x 512 channels).
+        """
         if lengths is None:
-            lengths = torch.full((x.shape[0],), x.shape[1], device=x.device)
-        valid = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).to(x.dtype)
-        valid = valid[:, :, None]  # (batch, L', 1)
-        count = valid.sum(1, keepdim=True).clamp(min=1)
-        mean = (x * valid).sum(1, keepdim=True) / count
-        var = (((x - mean) * valid) ** 2).sum(1, keepdim=True) / count
-        x = (x - mean) * torch.rsqrt(var + self.layer_norm.eps)
-        return x * self.layer_norm.weight + self.layer_norm.bias
+            x_real, count = x, float(x.shape[1])
+        else:
+            valid = torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]
+            x_real = x * valid[:, :, None].to(x.dtype)  # exact: padding frames become 0
+            count = lengths.clamp(min=1).to(torch.float32)[:, None, None]
+        mean = x_real.sum(1, keepdim=True, dtype=torch.float32) / count  # (batch, 1, C)
+        mean_square = torch.linalg.vector_norm(x_real, dim=1, keepdim=True, dtype=torch.float32).square() / count
+        var = (mean_square - mean.square()).clamp(min=0)
+        scale = self.layer_norm.weight * torch.rsqrt(var + self.layer_norm.eps)
+        shift = self.layer_norm.bias - mean * scale
+        return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
+
+
+def _run_layers(layers: Sequence["ConvLayer"], x: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        x = layer(x)
+    return x
 
 
 class FeatureExtractor(nn.Module):
@@ -99,10 +114,15 @@ class FeatureExtractor(nn.Module):
     Args:
         mode: "group_norm" or "layer_norm" (see the module docstring).
         conv_layers: (channels, kernel, stride) per layer.
-        recompute: in training, keep only each layer's input and recompute the layer in the
-            backward pass (activation checkpointing): the CNN's activations dominate the
-            memory of long inputs.
+        recompute: in training, recompute the CNN in the backward pass instead of keeping its
+            activations, which dominate the memory of long inputs. The layers after the last
+            utterance-level norm (all of them in ``layer_norm`` mode, all but the first in
+            ``group_norm`` mode) run over time segments of ``segment_frames`` output frames,
+            each segment checkpointed on its own, so that one segment's activations are alive
+            at a time; the first layer in ``group_norm`` mode is checkpointed whole.
     """
+
+    segment_frames = 1024
 
     def __init__(self, mode: str = "group_norm", conv_layers=HUBERT_CONV_LAYERS, conv_bias: bool = False,
                  recompute: bool = False):
@@ -126,26 +146,34 @@ class FeatureExtractor(nn.Module):
 
     @property
     def stride(self) -> int:
-        stride = 1
-        for _, _, s in self.layer_specs:
-            stride *= s
-        return stride
+        return math.prod(s for _, _, s in self.layer_specs)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return conv_output_lengths(lengths, self.layer_specs)
 
     def forward(self, wavs: torch.Tensor, lengths: Optional[torch.Tensor] = None):
         """wavs: (batch, samples), lengths: (batch,) -> (batch, frames, C), frame lengths."""
-        x = wavs[:, :, None]
-        frame_lengths = lengths
-        for layer in self.conv_layers:
-            if frame_lengths is not None:
-                frame_lengths = conv_output_lengths(frame_lengths, [(0, layer.kernel, layer.stride)])
-            if self.recompute and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, frame_lengths, use_reentrant=False)
-            else:
-                x = layer(x, frame_lengths)
-        return x, frame_lengths
+        recompute = self.recompute and self.training and torch.is_grad_enabled()
+        x, layers = wavs[:, :, None], list(self.conv_layers)
+        if self.mode == "group_norm":  # the first layer's norm spans the utterance
+            first = layers.pop(0)
+            first_lengths = None if lengths is None else conv_output_lengths(lengths, self.layer_specs[:1])
+            x = checkpoint(first, x, first_lengths, use_reentrant=False) if recompute else first(x, first_lengths)
+        x = self._run_segments(layers, x) if recompute else _run_layers(layers, x)
+        return x, None if lengths is None else self.output_lengths(lengths)
+
+    def _run_segments(self, layers: List["ConvLayer"], x: torch.Tensor) -> torch.Tensor:
+        """Frame-wise layers over (batch, L, C_in) in checkpointed segments of output frames."""
+        field = receptive_field([(0, layer.kernel, layer.stride) for layer in layers])
+        stride = math.prod(layer.stride for layer in layers)
+        frames = (x.shape[1] - field) // stride + 1
+        if frames <= self.segment_frames:
+            return checkpoint(_run_layers, layers, x, use_reentrant=False)
+        segments = [
+            x[:, start * stride : (min(start + self.segment_frames, frames) - 1) * stride + field]
+            for start in range(0, frames, self.segment_frames)
+        ]  # each exactly the samples its frames see
+        return torch.cat([checkpoint(_run_layers, layers, seg, use_reentrant=False) for seg in segments], 1)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> ConvStreamState:
         if self.mode != "layer_norm":

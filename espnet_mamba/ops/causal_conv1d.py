@@ -37,10 +37,25 @@ def causal_conv1d(
             y = kernel_fn(x, weight, bias, activation=activation)
             return y, _last_inputs(initial_state, x, width)
     padded = torch.cat([initial_state.to(x.dtype), x], dim=-1)
-    y = F.conv1d(padded, weight[:, None, :], bias, groups=x.shape[1])
+    y = _depthwise_conv(padded, weight, bias)
     if activation == "silu":
         y = F.silu(y)
     return y, padded[..., padded.shape[-1] - (width - 1) :]
+
+
+def _depthwise_conv(padded: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """(batch, E, L + K - 1) -> (batch, E, L): K shifted multiply-adds, the same sum as a
+    K-tap grouped ``conv1d`` and faster on CPU (mamba_base, 2 cores: 356 -> 191 us for 32
+    frames, 22 -> 4.6 ms for 2000 frames, against oneDNN's depthwise kernel)."""
+    width = weight.shape[1]
+    length = padded.shape[-1] - width + 1
+    taps = weight.to(padded.dtype)[:, :, None]  # (E, K, 1)
+    y = padded[..., :length] * taps[:, 0] if bias is None else torch.addcmul(
+        bias.to(padded.dtype)[:, None], taps[:, 0], padded[..., :length]
+    )
+    for k in range(1, width):
+        y = y.addcmul_(taps[:, k], padded[..., k : k + length])
+    return y
 
 
 def _last_inputs(initial_state: torch.Tensor, x: torch.Tensor, width: int) -> torch.Tensor:

@@ -6,10 +6,17 @@ For each channel e and state n, with dt = softplus(delta + delta_bias):
     y_t = C_t . h_t + D * u_t,      out = y * silu(z)
 
 The PyTorch path runs this recurrence frame by frame, one fused multiply-add over the
-(batch, E, N) state per frame, and forms the decays, inputs and outputs of ``chunk_size``
-frames at a time, so memory stays at (batch, chunk_size, E, N) for any length. On CPU this
-is 3-4x faster than a cumulative-sum formulation (which makes many passes over
-(batch, L, E, N) tensors and must guard exp against overflow), and it is exact for any input.
+(batch, E, N) state per frame; it is exact for any input (no cumulative sums, no overflow
+guard). Two forms of it:
+
+- with autograd, or on a GPU, the decays, inputs and outputs are formed ``chunk_size`` frames at a time,
+  so memory stays at (batch, chunk_size, E, N) for any length and every state is kept for
+  the backward pass;
+- on CPU without autograd (inference, streaming), each frame's decay and input are formed
+  in two (batch, E, N) buffers and the state is updated in place. Nothing of size
+  (batch, T, E, N) is allocated, so the working set stays in the CPU's cache: for one
+  640 ms chunk of mamba_base (32 frames, E 2304, N 24) on 2 CPU cores, about 10 -> 4.5 ms
+  per block. (On a GPU it would launch four kernels a frame instead of one.)
 """
 
 from typing import Optional, Tuple
@@ -63,16 +70,30 @@ def _selective_scan_torch(
     u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, chunk_size
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     dtype = u.dtype
-    batch, channels, length = u.shape
     u, delta, A, B, C = u.float(), delta.float(), A.float(), B.float(), C.float()
     if delta_bias is not None:
         delta = delta + delta_bias.float()[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
     if initial_state is None:
-        state = u.new_zeros(batch, channels, A.shape[1])
+        state = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     else:
         state = initial_state.float()
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, state))
+    in_place = not needs_grad and u.device.type == "cpu"  # on a GPU, fewer launches win
+    recurrence = _recurrence_in_place if in_place else _recurrence_chunked
+    y, state = recurrence(u, delta, A, B, C, state, chunk_size)
+    if D is not None:
+        y = y + u * D.float()[:, None]
+    if z is not None:
+        y = y * F.silu(z.float())
+    return y.to(dtype), state
+
+
+def _recurrence_chunked(u, delta, A, B, C, state, chunk_size) -> Tuple[torch.Tensor, torch.Tensor]:
+    """y (batch, E, L) = C . h and the last state, differentiable. Inputs float32, state
+    (batch, E, N) the state before the first frame."""
+    batch, channels, length = u.shape
     ys = []
     for start in range(0, length, chunk_size):
         frames = slice(start, start + chunk_size)
@@ -85,8 +106,30 @@ def _selective_scan_torch(
             states.append(state)
         ys.append(torch.einsum("bten,bnt->bet", torch.stack(states, 1), C[..., frames]))
     y = torch.cat(ys, dim=-1) if ys else u.new_zeros(batch, channels, 0)
-    if D is not None:
-        y = y + u * D.float()[:, None]
-    if z is not None:
-        y = y * F.silu(z.float())
-    return y.to(dtype), state
+    return y, state
+
+
+def _recurrence_in_place(u, delta, A, B, C, state, chunk_size) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The same as :func:`_recurrence_chunked` without autograd, one frame at a time in
+    (batch, N, E) buffers, E innermost so that every product runs along unit strides
+    (``chunk_size`` does not apply)."""
+    state = state.transpose(1, 2).contiguous()  # (batch, N, E)
+    decay, drive = torch.empty_like(state), torch.empty_like(state)
+    A = A.t().contiguous()  # (N, E)
+    y = u.new_empty(u.shape[2], u.shape[0], 1, u.shape[1])  # (L, batch, 1, E)
+    def per_frame(x):  # (batch, C, L) -> (L, batch, C), contiguous
+        return x.permute(2, 0, 1).contiguous()
+
+    frames = zip(
+        per_frame(delta).unsqueeze(2),  # (batch, 1, E) per frame
+        per_frame(delta * u).unsqueeze(2),
+        per_frame(B).unsqueeze(-1),  # (batch, N, 1)
+        per_frame(C).unsqueeze(2),  # (batch, 1, N)
+        y,
+    )
+    for delta_t, delta_u_t, B_t, C_t, y_t in frames:
+        torch.mul(delta_t, A, out=decay).exp_()
+        torch.mul(B_t, delta_u_t, out=drive)
+        torch.addcmul(drive, decay, state, out=state)
+        torch.bmm(C_t, state, out=y_t)
+    return y[:, :, 0].permute(1, 2, 0), state.transpose(1, 2)
