@@ -1,9 +1,13 @@
-"""Where inference time goes: the waveform CNN (eager and under torch.compile) against the
-positional conv + blocks, on CUDA, with CUDA-event timing (median of 3 after a warm-up); with
-``--kernels N``, also the N kernels that take the most GPU time in one forward with the CNN
-compiled (torch.profiler).
+"""Where the time goes, on CUDA, with CUDA-event timing (median of 3 after a warm-up).
+
+``--mode infer`` (default): the waveform CNN (eager and under torch.compile) against the
+positional conv + blocks of one ``extract_features``. ``--mode train``: one pretraining step
+(forward, masked-prediction loss, backward; see ``espnet_mamba.benchmarking.offline_step``) on
+``--batch`` utterances, its time and peak memory. With ``--kernels N``, also the N kernels that
+take the most GPU time in one forward (CNN compiled) or one training step (torch.profiler).
 
     python -m espnet_mamba.bin.profile_parts --presets mamba_base,transformer_base --seconds 640 [--kernels 20]
+    python -m espnet_mamba.bin.profile_parts --mode train --presets mamba_base --seconds 15 --batch 8 --kernels 12
 """
 
 import argparse
@@ -14,6 +18,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import espnet_mamba
+from espnet_mamba.benchmarking import offline_step
+from espnet_mamba.bin.benchmark import parse_override
 
 
 def cuda_ms(fn, repeat: int = 3) -> float:
@@ -50,22 +56,12 @@ def kernel_table(fn: Callable[[], object], top: int,
     return "\n".join(lines)
 
 
-def main(cmd=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", default="mamba_base,transformer_base")
-    parser.add_argument("--seconds", type=float, default=640)
-    parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
-    parser.add_argument("--kernels", type=int, default=0, metavar="N",
-                        help="also print the N kernels taking the most GPU time (CNN compiled)")
-    args = parser.parse_args(cmd)
-    if not torch.cuda.is_available():
-        raise SystemExit("profile_parts needs a CUDA GPU")
-    torch.backends.cudnn.benchmark = True
+def profile_inference(args) -> None:
     print("| preset | whole forward ms | CNN ms | CNN compiled ms (compile s) | pos. conv + blocks ms |")
     print("|---|---|---|---|---|")
     for preset in args.presets.split(","):
-        backbone = espnet_mamba.build_model(preset).backbone.cuda().eval()
-        wav = torch.randn(1, int(args.seconds * 16000), device="cuda")
+        backbone = espnet_mamba.build_model(preset, **dict(args.override)).backbone.cuda().eval()
+        wav = torch.randn(args.batch, int(args.seconds * 16000), device="cuda")
         with torch.no_grad(), torch.autocast("cuda", dtype=getattr(torch, args.dtype)):
             whole = cuda_ms(lambda: backbone.extract_features(wav))
             cnn = cuda_ms(lambda: backbone.feature_extractor(wav))
@@ -83,6 +79,48 @@ def main(cmd=None):
                 backbone.extract_features(wav)  # compile outside the profile
                 table = kernel_table(lambda: backbone.extract_features(wav), args.kernels)
             print(f"\n{preset}, {args.seconds:g} s, {args.dtype}, CNN compiled: kernels by GPU time\n\n{table}\n")
+
+
+def profile_training(args) -> None:
+    tables = []
+    print("| preset | batch x s | step ms | peak MiB |")
+    print("|---|---|---|---|")
+    for preset in args.presets.split(","):
+        model = espnet_mamba.build_model(preset, **dict(args.override)).cuda()
+        wavs = torch.randn(args.batch, int(args.seconds * 16000), device="cuda")
+        lengths = torch.full((args.batch,), wavs.shape[1], device="cuda")
+        step = offline_step(model, "train", wavs, lengths, args.dtype)
+        step()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        ms = cuda_ms(step)
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        print(f"| {preset} | {args.batch} x {args.seconds:g} | {ms:.1f} | {peak:.0f} |")
+        if args.kernels:
+            tables.append(f"\n{preset}, {args.batch} x {args.seconds:g} s, {args.dtype}, training step: "
+                          f"kernels by GPU time\n\n{kernel_table(step, args.kernels)}\n")
+        del model, step
+        torch.cuda.empty_cache()
+    print("".join(tables))
+
+
+def main(cmd=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="mamba_base,transformer_base")
+    parser.add_argument("--mode", default="infer", choices=("infer", "train"))
+    parser.add_argument("--seconds", type=float, default=640)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
+    parser.add_argument("--kernels", type=int, default=0, metavar="N",
+                        help="also print the N kernels taking the most GPU time")
+    parser.add_argument("--override", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
+                        help="ModelConfig field for every preset, e.g. recompute_cnn=true (repeatable)")
+    args = parser.parse_args(cmd)
+    if not torch.cuda.is_available():
+        raise SystemExit("profile_parts needs a CUDA GPU")
+    torch.backends.cudnn.benchmark = True
+    (profile_training if args.mode == "train" else profile_inference)(args)
 
 
 if __name__ == "__main__":

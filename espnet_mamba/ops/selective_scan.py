@@ -117,14 +117,11 @@ def _recurrence_in_place(u, delta, A, B, C, state, chunk_size) -> Tuple[torch.Te
     decay, drive = torch.empty_like(state), torch.empty_like(state)
     A = A.t().contiguous()  # (N, E)
     y = u.new_empty(u.shape[2], u.shape[0], 1, u.shape[1])  # (L, batch, 1, E)
-    def per_frame(x):  # (batch, C, L) -> (L, batch, C), contiguous
-        return x.permute(2, 0, 1).contiguous()
-
     frames = zip(
-        per_frame(delta).unsqueeze(2),  # (batch, 1, E) per frame
-        per_frame(delta * u).unsqueeze(2),
-        per_frame(B).unsqueeze(-1),  # (batch, N, 1)
-        per_frame(C).unsqueeze(2),  # (batch, 1, N)
+        _time_first(delta).unsqueeze(2),  # (batch, 1, E) per frame
+        _time_first(delta * u).unsqueeze(2),
+        _time_first(B).unsqueeze(-1),  # (batch, N, 1)
+        _time_first(C).unsqueeze(2),  # (batch, 1, N)
         y,
     )
     for delta_t, delta_u_t, B_t, C_t, y_t in frames:
@@ -132,4 +129,9 @@ def _recurrence_in_place(u, delta, A, B, C, state, chunk_size) -> Tuple[torch.Te
         torch.mul(B_t, delta_u_t, out=drive)
         torch.addcmul(drive, decay, state, out=state)
         torch.bmm(C_t, state, out=y_t)
-    return y[:, :, 0].permute(1, 2, 0), state.transpose(1, 2)
+    return y[:, :, 0].permute(1, 2, 0), state.transpose(1, 2).contiguous()
+
+
+def _time_first(x: torch.Tensor) -> torch.Tensor:
+    """(batch, C, L) -> (L, batch, C), contiguous: one frame's slice is one block of memory."""
+    return x.permute(2, 0, 1).contiguous()

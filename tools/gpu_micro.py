@@ -1,0 +1,83 @@
+"""Two kernel-level checks behind design choices of the backbone (CUDA only; docs/benchmarks.md):
+
+sdpa       forward + backward of scaled_dot_product_attention at 1 x 12 heads x 16000 frames
+           x 64, bf16, dropout 0.1: with a key-padding mask, without a mask, and causal;
+           SDPA's own choice of kernel and each backend forced. Why the attention passes no
+           mask when no frame is padding.
+scan_rows  mamba-ssm's selective_scan_fn on 32768 frames of E 2304, N 24 (mamba_base at
+           640 s), bf16: as one row, and cut into 2-16 rows of a batch. How much of the GPU
+           one long row leaves idle.
+
+    python tools/gpu_micro.py sdpa scan_rows
+"""
+
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+
+def cuda_ms(fn, repeat: int = 5) -> float:
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def sdpa() -> None:
+    frames = 16000
+    q, k, v = (torch.randn(1, 12, frames, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    key_mask = torch.ones(1, 1, 1, frames, dtype=torch.bool, device="cuda")
+    calls = {"key-padding mask": dict(attn_mask=key_mask), "no mask": {}, "is_causal": dict(is_causal=True)}
+    print("| attention call | backend | fwd + bwd ms | peak MiB |\n|---|---|---|---|")
+    for name, kwargs in calls.items():
+        for backend in (None, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+            def step():
+                F.scaled_dot_product_attention(q, k, v, dropout_p=0.1, **kwargs).sum().backward()
+
+            torch.cuda.reset_peak_memory_stats()
+            label = "SDPA's choice" if backend is None else backend.name
+            try:
+                if backend is None:
+                    ms = cuda_ms(step)
+                else:
+                    with sdpa_kernel(backend):
+                        ms = cuda_ms(step)
+            except RuntimeError as error:
+                print(f"| {name} | {label} | fails: {str(error).splitlines()[0][:60]} | |")
+                continue
+            print(f"| {name} | {label} | {ms:.2f} | {torch.cuda.max_memory_allocated() >> 20} |")
+
+
+def scan_rows() -> None:
+    from espnet_mamba.ops import mamba_kernels
+
+    scan = mamba_kernels()["selective_scan_fn"]
+    channels, states, frames = 2304, 24, 32768
+    A = -torch.rand(channels, states, device="cuda")
+    D, delta_bias = torch.ones(channels, device="cuda"), torch.rand(channels, device="cuda")
+    print("| rows x frames | ms |\n|---|---|")
+    for rows in (1, 2, 4, 8, 16):
+        u = torch.randn(rows, channels, frames // rows, device="cuda", dtype=torch.bfloat16)
+        delta = torch.rand_like(u) * 0.1
+        B = torch.randn(rows, states, frames // rows, device="cuda", dtype=torch.bfloat16)
+        C = torch.randn_like(B)
+        ms = cuda_ms(lambda: scan(u, delta, A, B, C, D, z=u, delta_bias=delta_bias, delta_softplus=True))
+        print(f"| {rows} x {frames // rows} | {ms:.3f} |")
+
+
+if __name__ == "__main__":
+    checks = {"sdpa": sdpa, "scan_rows": scan_rows}
+    for name in sys.argv[1:] or checks:
+        if name not in checks:
+            raise SystemExit(f"unknown check {name!r}; choose from {sorted(checks)}")
+        checks[name]()
