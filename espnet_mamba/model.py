@@ -78,9 +78,10 @@ class MambaHuBERT(nn.Module):
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> List[torch.Tensor]:
         """(batch, frames, D) -> [input to block 1, output of block 1, ..., of block N]."""
+        # Without padding the blocks need no masks (attention keeps its flash kernel). Meta
+        # tensors (MAC counting) have no values to compare.
         if lengths is not None and not lengths.is_meta and bool((lengths == x.shape[1]).all()):
-            lengths = None  # no padding: no masks (attention keeps its flash kernel); meta
-            # tensors (MAC counting) have no values to compare
+            lengths = None
         x = zero_padding(x, lengths)
         if self.pos_conv is not None:
             x = x + self.pos_conv(x)

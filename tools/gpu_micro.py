@@ -17,19 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-
-def cuda_ms(fn, repeat: int = 5) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+from espnet_mamba.bin.profile_parts import cuda_ms
 
 
 def sdpa() -> None:
@@ -48,10 +36,10 @@ def sdpa() -> None:
             label = "SDPA's choice" if backend is None else backend.name
             try:
                 if backend is None:
-                    ms = cuda_ms(step)
+                    ms = cuda_ms(step, repeat=5)
                 else:
                     with sdpa_kernel(backend):
-                        ms = cuda_ms(step)
+                        ms = cuda_ms(step, repeat=5)
             except RuntimeError as error:
                 print(f"| {name} | {label} | fails: {str(error).splitlines()[0][:60]} | |")
                 continue
@@ -71,7 +59,7 @@ def scan_rows() -> None:
         delta = torch.rand_like(u) * 0.1
         B = torch.randn(rows, states, frames // rows, device="cuda", dtype=torch.bfloat16)
         C = torch.randn_like(B)
-        ms = cuda_ms(lambda: scan(u, delta, A, B, C, D, z=u, delta_bias=delta_bias, delta_softplus=True))
+        ms = cuda_ms(lambda: scan(u, delta, A, B, C, D, z=u, delta_bias=delta_bias, delta_softplus=True), repeat=5)
         print(f"| {rows} x {frames // rows} | {ms:.3f} |")
 
 

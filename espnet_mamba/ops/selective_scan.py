@@ -9,9 +9,9 @@ The PyTorch path runs this recurrence frame by frame, one fused multiply-add ove
 (batch, E, N) state per frame; it is exact for any input (no cumulative sums, no overflow
 guard). Two forms of it:
 
-- with autograd, or on a GPU, the decays, inputs and outputs are formed ``chunk_size`` frames at a time,
-  so memory stays at (batch, chunk_size, E, N) for any length and every state is kept for
-  the backward pass;
+- with autograd, or on a GPU, the decays, inputs and outputs are formed ``chunk_size``
+  frames at a time, so memory stays at (batch, chunk_size, E, N) for any length and every
+  state is kept for the backward pass;
 - on CPU without autograd (inference, streaming), each frame's decay and input are formed
   in two (batch, E, N) buffers and the state is updated in place. Nothing of size
   (batch, T, E, N) is allocated, so the working set stays in the CPU's cache: for one
