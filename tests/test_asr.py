@@ -377,6 +377,16 @@ def test_finetune_config_refuses_a_mismatch(packed_ssl, tmp_path):
         finetune_config({"encoder": "conformer"}, ssl_config, "ssl.pth")
 
 
+def test_finetune_config_takes_the_asr_configs_memory_and_dropout_settings():
+    from espnet_mamba.finetuning import finetune_config
+
+    ssl_config = {"encoder": "mamba_hubert", "encoder_conf": {"preset": "mamba_small", "d_model": 64}}
+    settings = {"dropout": 0.2, "recompute_cnn": True, "recompute_blocks": True, "compile_cnn": True}
+    asr = {"encoder": "mamba_hubert", "encoder_conf": {"preset": "mamba_small", **settings}}
+    encoder_conf = finetune_config(asr, ssl_config, "ssl.pth")["encoder_conf"]
+    assert encoder_conf == {"preset": "mamba_small", "d_model": 64, **settings}
+
+
 # Packing, Speech2Text, the Hub ----------------------------------------------------------------
 
 
