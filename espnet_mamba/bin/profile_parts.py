@@ -11,6 +11,7 @@ take the most GPU time in one forward (CNN compiled) or one training step (torch
 """
 
 import argparse
+import statistics
 import time
 from typing import Callable, Sequence
 
@@ -18,22 +19,13 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import espnet_mamba
-from espnet_mamba.benchmarking import offline_step
+from espnet_mamba.benchmarking import PeakMemory, offline_step, time_calls
 from espnet_mamba.bin.benchmark import parse_override
 
 
 def cuda_ms(fn, repeat: int = 3) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+    """Median milliseconds of ``repeat`` CUDA-event-timed calls after one warm-up call."""
+    return 1000 * statistics.median(time_calls(fn, torch.device("cuda"), warmup=1, repeat=repeat))
 
 
 def kernel_table(fn: Callable[[], object], top: int,
@@ -90,13 +82,10 @@ def profile_training(args) -> None:
         wavs = torch.randn(args.batch, int(args.seconds * 16000), device="cuda")
         lengths = torch.full((args.batch,), wavs.shape[1], device="cuda")
         step = offline_step(model, "train", wavs, lengths, args.dtype)
-        step()
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        ms = cuda_ms(step)
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-        print(f"| {preset} | {args.batch} x {args.seconds:g} | {ms:.1f} | {peak:.0f} |")
+        step()  # warm-up, outside the memory measurement
+        with PeakMemory(wavs.device) as memory:
+            ms = cuda_ms(step)
+        print(f"| {preset} | {args.batch} x {args.seconds:g} | {ms:.1f} | {memory.peak_mib:.0f} |")
         if args.kernels:
             tables.append(f"\n{preset}, {args.batch} x {args.seconds:g} s, {args.dtype}, training step: "
                           f"kernels by GPU time\n\n{kernel_table(step, args.kernels)}\n")
