@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import espnet_mamba
-from espnet_mamba.nn.bidirectional import InnBiMamba
+from espnet_mamba.nn.bidirectional import ExtBiMamba, InnBiMamba
 from espnet_mamba.nn.mamba import Mamba
-from espnet_mamba.ops import causal_conv1d, mamba_kernels, selective_scan
+from espnet_mamba.ops import backend, causal_conv1d, chunked_selective_scan, mamba_kernels, selective_scan
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
@@ -172,3 +172,60 @@ def test_one_frame_steps_on_single_step_kernels_match_offline():
     streamed = [torch.cat([p[i] for p in pieces], dim=1) for i in range(len(offline))]
     for a, b in zip(offline, streamed):
         torch.testing.assert_close(b, a[:, : b.shape[1]], rtol=1e-4, atol=1e-4)
+
+
+def _time_major(inputs):
+    """selective_scan's (batch, E or N, L) inputs as the chunked scan's (batch, L, E or N)."""
+    return {k: v.detach().transpose(1, 2).contiguous() if v.dim() == 3 else v.detach() for k, v in inputs.items()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("chunk_size", [None, 64])
+def test_chunked_scan_matches_kernel(dtype, chunk_size):
+    inputs = _scan_inputs(dtype, length=3001)
+    with torch.no_grad():
+        kernel = selective_scan(**inputs, delta_softplus=True, impl="kernel")
+        ours, _ = chunked_selective_scan(**_time_major(inputs), chunk_size=chunk_size)
+    assert ours.dtype == kernel.dtype
+    torch.testing.assert_close(ours.transpose(1, 2), kernel, **TOL[dtype])
+
+
+def test_chunked_scan_initial_and_last_state_match_torch():
+    inputs = _scan_inputs(torch.float32, length=700)
+    initial = torch.randn(2, 64, 16, device=DEVICE)
+    with torch.no_grad():
+        ref, ref_last = selective_scan(**inputs, delta_softplus=True, initial_state=initial,
+                                       return_last_state=True, impl="torch")
+        ours, last = chunked_selective_scan(**_time_major(inputs), initial_state=initial, chunk_size=64)
+    torch.testing.assert_close(ours.transpose(1, 2), ref, **TOL[torch.float32])
+    torch.testing.assert_close(last, ref_last, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("mixer_class", [Mamba, InnBiMamba, ExtBiMamba])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mixer_chunked_scan_path_matches_kernel_path(mixer_class, dtype, monkeypatch):
+    torch.manual_seed(0)
+    mixer = mixer_class(128, d_state=24, expand=3, impl="kernel").to(DEVICE).eval()
+    x = torch.randn(2, 1000, 128, device=DEVICE)
+    with torch.no_grad(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+        kernel = mixer(x)
+        monkeypatch.setattr(backend, "CHUNKED_SCAN_MIN_FRAMES", 512)
+        assert (mixer.forward_mamba if mixer_class is ExtBiMamba else mixer).runs_chunked_scan(x)
+        chunked = mixer(x)
+    torch.testing.assert_close(chunked.float(), kernel.float(), **TOL[dtype])
+
+
+@pytest.mark.parametrize("preset", ["mamba_base", "innbimamba_base"])
+def test_model_on_chunked_scan_matches_kernel_path_with_padding(preset, monkeypatch):
+    model = _tiny(preset)
+    wavs = torch.randn(2, 48000, device=DEVICE)
+    lengths = torch.tensor([48000, 30000], device=DEVICE)
+    with torch.no_grad():
+        kernel, _ = model.extract_features(wavs, lengths)
+        monkeypatch.setattr(backend, "CHUNKED_SCAN_MIN_FRAMES", 1)
+        chunked, frame_lengths = model.extract_features(wavs, lengths)
+        alone, _ = model.extract_features(wavs[1:, :30000])
+    n = int(frame_lengths[1])
+    for a, b, c in zip(kernel, chunked, alone):
+        torch.testing.assert_close(b[0], a[0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(b[1, :n], c[0], rtol=1e-4, atol=1e-4)

@@ -1,4 +1,4 @@
-"""Two kernel-level checks behind design choices of the backbone (CUDA only; docs/benchmarks.md):
+"""Kernel-level checks behind design choices of the backbone (CUDA only; docs/benchmarks.md):
 
 sdpa       forward + backward of scaled_dot_product_attention at 1 x 12 heads x 16000 frames
            x 64, bf16, dropout 0.1: with a key-padding mask, without a mask, and causal;
@@ -7,9 +7,15 @@ sdpa       forward + backward of scaled_dot_product_attention at 1 x 12 heads x 
 scan_rows  mamba-ssm's selective_scan_fn on 32768 frames of E 2304, N 24 (mamba_base at
            640 s), bf16: as one row, and cut into 2-16 rows of a batch. How much of the GPU
            one long row leaves idle.
+chunked_scan
+           our Triton chunked scan (time-major) against mamba-ssm's scan at E 2304, N 24,
+           bf16, batch 1, 512-32768 frames, over chunk sizes, channel blocks and warps:
+           time, and the largest difference from mamba-ssm's output.
 
-    python tools/gpu_micro.py sdpa scan_rows
+    python tools/gpu_micro.py sdpa scan_rows chunked_scan
 """
+
+import itertools
 
 import sys
 
@@ -17,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from espnet_mamba.bin.profile_parts import cuda_ms
+from espnet_mamba.bin.profile_parts import cuda_ms, kernel_table
 
 
 def sdpa() -> None:
@@ -63,8 +69,45 @@ def scan_rows() -> None:
         print(f"| {rows} x {frames // rows} | {ms:.3f} |")
 
 
+def chunked_scan() -> None:
+    from espnet_mamba.ops import chunked_selective_scan, mamba_kernels
+
+    scan = mamba_kernels()["selective_scan_fn"]
+    channels, states = 2304, 24
+    A = -torch.exp(torch.rand(channels, states, device="cuda") * 3)
+    D, delta_bias = torch.ones(channels, device="cuda"), torch.rand(channels, device="cuda") - 4
+    print("| frames | kernel | chunk | block_e | warps | ms | max abs diff / max abs |\n|---|---|---|---|---|---|---|")
+    for frames in (512, 2048, 8192, 32768):
+        u, delta, z = (torch.randn(1, frames, channels, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        x_dbl = torch.randn(1, frames, 2 * states, device="cuda", dtype=torch.bfloat16)
+        B, C = x_dbl.split([states, states], -1)
+        major = [t.transpose(1, 2).contiguous() for t in (u, delta, B, C, z)]  # (batch, E or N, L)
+
+        def mamba_ssm():
+            return scan(major[0], major[1], A, major[2], major[3], D, z=major[4], delta_bias=delta_bias,
+                        delta_softplus=True)
+
+        ref = mamba_ssm().transpose(1, 2).float()
+        print(f"| {frames} | mamba-ssm | | | | {cuda_ms(mamba_ssm, repeat=5):.3f} | |")
+        results = []
+        shapes = ((32, 1), (64, 2), (128, 4), (64, 1), (128, 2))  # (block_e, warps)
+        for chunk, (block_e, warps) in itertools.product((64, 128, 256, 512), shapes):
+            def ours():
+                return chunked_selective_scan(u, delta, A, B, C, D, z, delta_bias, chunk_size=chunk,
+                                              block_e=block_e, num_warps=warps)[0]
+
+            err = ((ours().float() - ref).abs().max() / ref.abs().max()).item()
+            results.append((cuda_ms(ours, repeat=5), chunk, block_e, warps, err))
+        for ms, chunk, block_e, warps, err in sorted(results)[:5]:
+            print(f"| {frames} | chunked | {chunk} | {block_e} | {warps} | {ms:.3f} | {err:.1e} |")
+        print(f"| {frames} | chunked, worst error of all configs | | | | | {max(r[-1] for r in results):.1e} |")
+    _, chunk, block_e, warps, _ = min(results)
+    print(kernel_table(lambda: chunked_selective_scan(u, delta, A, B, C, D, z, delta_bias, chunk_size=chunk,
+                                                      block_e=block_e, num_warps=warps), top=5))
+
+
 if __name__ == "__main__":
-    checks = {"sdpa": sdpa, "scan_rows": scan_rows}
+    checks = {"sdpa": sdpa, "scan_rows": scan_rows, "chunked_scan": chunked_scan}
     for name in sys.argv[1:] or checks:
         if name not in checks:
             raise SystemExit(f"unknown check {name!r}; choose from {sorted(checks)}")

@@ -67,6 +67,12 @@ class InnBiMamba(Mamba):
         steps = x.shape[1]
         if lengths is None:
             lengths = torch.full((x.shape[0],), steps, device=x.device)
+        if self.runs_chunked_scan(x):
+            u, z = self.project_in_time_major(x)  # (batch, L, E) each
+            y_fwd = self.ssm_time_major(u, z, "")
+            u_b, z_b = reverse_padded(u, lengths), reverse_padded(z, lengths)
+            y_bwd = reverse_padded(self.ssm_time_major(u_b, z_b, "_b"), lengths)
+            return self.out_proj((y_fwd + y_bwd) / 2)
         u, z = self.project_in(pad_frames(x)).chunk(2, dim=1)  # (batch, E, L') each
         y_fwd, _ = self.ssm(u, z, "")
         u_b, z_b = reverse_padded(u, lengths, dim=2), reverse_padded(z, lengths, dim=2)

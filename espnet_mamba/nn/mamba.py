@@ -12,7 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from espnet_mamba.ops import causal_conv1d, mamba_kernels, selective_scan, use_kernel
+from espnet_mamba.ops import (
+    causal_conv1d, chunked_selective_scan, mamba_kernels, selective_scan, use_chunked_scan, use_kernel,
+)  # fmt: skip
 
 
 def padded_length(steps: int) -> int:
@@ -117,6 +119,9 @@ class Mamba(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, L, D) -> (batch, L, D). Causal: frame t sees frames <= t."""
+        if self.runs_chunked_scan(x):
+            u, z = self.project_in_time_major(x)
+            return self.out_proj(self.ssm_time_major(u, z, ""))
         steps = x.shape[1]
         x = pad_frames(x)  # causal, so the trailing zeros change no real frame
         xz = self.project_in(x)
@@ -141,6 +146,38 @@ class Mamba(nn.Module):
         xz = self.in_proj.weight @ x.reshape(batch * steps, -1).t()  # (2E, batch * L)
         xz = xz.view(-1, batch, steps).transpose(0, 1)
         return xz if self.in_proj.bias is None else xz + self.in_proj.bias.to(xz.dtype)[:, None]
+
+    def runs_chunked_scan(self, x: torch.Tensor) -> bool:
+        """Whether forward(x) takes the time-major path of the chunked scan (long inputs,
+        inference on CUDA; see :func:`espnet_mamba.ops.use_chunked_scan`)."""
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return use_chunked_scan(self.impl, x, needs_grad)
+
+    def project_in_time_major(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """in_proj as two products: (batch, L, D) -> u, z (batch, L, E), each contiguous."""
+        E, weight, bias = self.d_inner, self.in_proj.weight, self.in_proj.bias
+        u = F.linear(x, weight[:E], None if bias is None else bias[:E])
+        z = F.linear(x, weight[E:], None if bias is None else bias[E:])
+        return u, z
+
+    def ssm_time_major(self, u: torch.Tensor, z: torch.Tensor, suffix: str) -> torch.Tensor:
+        """:meth:`ssm` on the chunked scan, no autograd: u, z (batch, L, E) -> (batch, L, E).
+
+        Everything stays time-major, the layout of the products, so nothing is transposed;
+        the depthwise conv runs on the channel-last view."""
+        conv = getattr(self, "conv1d" + suffix)
+        dt_proj = getattr(self, "dt_proj" + suffix)
+        a_log = getattr(self, "A_log" if not suffix else f"A{suffix}_log")
+        u, _ = causal_conv1d(u.transpose(1, 2), conv.weight[:, 0], conv.bias, "silu", None, self.impl)
+        u = u.transpose(1, 2)
+        u = u if u.stride(2) == 1 else u.contiguous()
+        x_dbl = F.linear(u, getattr(self, "x_proj" + suffix).weight)
+        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], -1)
+        y, _ = chunked_selective_scan(
+            u, F.linear(dt, dt_proj.weight), -torch.exp(a_log.float()), B, C,
+            getattr(self, "D" + suffix), z, dt_proj.bias,
+        )  # fmt: skip
+        return y
 
     def forward_chunk(
         self, x: torch.Tensor, state: Optional[MambaState]

@@ -1,7 +1,11 @@
 """Kernels and their exact PyTorch twins; nothing above this layer knows which one ran."""
 
-from espnet_mamba.ops.backend import IMPLS, mamba_kernels, use_kernel
+from espnet_mamba.ops.backend import IMPLS, mamba_kernels, use_chunked_scan, use_kernel
 from espnet_mamba.ops.causal_conv1d import causal_conv1d
+from espnet_mamba.ops.chunked_scan import chunked_selective_scan
 from espnet_mamba.ops.selective_scan import selective_scan
 
-__all__ = ["IMPLS", "causal_conv1d", "mamba_kernels", "selective_scan", "use_kernel"]
+__all__ = [
+    "IMPLS", "causal_conv1d", "chunked_selective_scan", "mamba_kernels", "selective_scan",
+    "use_chunked_scan", "use_kernel",
+]  # fmt: skip

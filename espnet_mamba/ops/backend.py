@@ -7,6 +7,11 @@
   kernels are not installed (``pip install espnet-mamba[cuda]``);
 * ``torch``: always our PyTorch code (exact, any device).
 
+Under ``auto`` and ``kernel``, inference (no autograd) on CUDA inputs of at least
+``CHUNKED_SCAN_MIN_FRAMES`` frames runs the Mamba mixer time-major on our Triton chunked scan
+(:mod:`espnet_mamba.ops.chunked_scan`), which parallelises over time where mamba-ssm's scan
+cannot (see :func:`use_chunked_scan`).
+
 The choice made is logged once per (op, path).
 """
 
@@ -15,7 +20,11 @@ import logging
 
 import torch
 
+from espnet_mamba.ops.chunked_scan import triton_available
+
 IMPLS = ("auto", "kernel", "torch")
+# Below this many frames mamba-ssm's scan already fills the GPU (docs/benchmarks.md)
+CHUNKED_SCAN_MIN_FRAMES = 4096
 
 _logger = logging.getLogger("espnet_mamba.ops")
 _logged = set()
@@ -78,3 +87,17 @@ def use_kernel(impl: str, x: torch.Tensor, op: str) -> bool:
         _logged.add((op, path))
         _logger.info("%s runs on the %s path", op, path)
     return kernel
+
+
+def use_chunked_scan(impl: str, x: torch.Tensor, needs_grad: bool) -> bool:
+    """Whether a mixer on input x (batch, L, D) should run on the chunked scan: CUDA, no
+    autograd, at least ``CHUNKED_SCAN_MIN_FRAMES`` frames, ``impl`` not "torch", Triton present."""
+    check_impl(impl)
+    chunked = (
+        impl != "torch" and x.is_cuda and not needs_grad
+        and x.shape[1] >= CHUNKED_SCAN_MIN_FRAMES and triton_available()
+    )  # fmt: skip
+    if chunked and ("selective_scan", "chunked scan") not in _logged:
+        _logged.add(("selective_scan", "chunked scan"))
+        _logger.info("selective_scan runs on the Triton chunked scan (inference, long input)")
+    return chunked

@@ -1,0 +1,91 @@
+"""The Triton chunked scan on CPU, through Triton's interpreter, against our PyTorch scan.
+
+``TRITON_INTERPRET=1`` must be set before Triton compiles the kernels at import, so the checks
+run in a fresh interpreter (``_run_interpreted``). The GPU tests (tests/test_gpu.py) compare
+the compiled kernels with mamba-ssm's.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from espnet_mamba.ops import backend, chunked_selective_scan
+from espnet_mamba.ops.chunked_scan import default_chunk_size, triton_available
+
+pytestmark = pytest.mark.skipif(not triton_available(), reason="Triton is not installed on this platform")
+
+_CHECKS = r"""
+import json
+import torch
+from espnet_mamba.nn.mamba import Mamba
+from espnet_mamba.ops import chunked_selective_scan, selective_scan
+
+torch.manual_seed(0)
+batch, length, E, N = 2, 45, 24, 5  # N not a power of two: the state tile is padded to 8
+u, delta, z = torch.randn(batch, length, E), 0.5 * torch.randn(batch, length, E), torch.randn(batch, length, E)
+x_dbl = torch.randn(batch, length, 3 + 2 * N)
+B, C = x_dbl[..., 3 : 3 + N], x_dbl[..., 3 + N :]  # strided views, as the mixer passes them
+A, D, bias = -0.5 - torch.rand(E, N), torch.randn(E), 0.5 * torch.randn(E)
+initial = torch.randn(batch, E, N)
+errors = {}
+for name, chunk, h0 in (("zero start, 6 chunks", 8, None), ("initial state, 3 chunks", 16, initial)):
+    y, last = chunked_selective_scan(u, delta, A, B, C, D, z, bias, initial_state=h0, chunk_size=chunk)
+    ref, ref_last = selective_scan(
+        *(t.transpose(1, 2) for t in (u, delta)), A, B.transpose(1, 2), C.transpose(1, 2), D,
+        z.transpose(1, 2), bias, True, initial_state=torch.zeros(batch, E, N) if h0 is None else h0,
+        return_last_state=True, impl="torch",
+    )
+    errors[name] = [(y - ref.transpose(1, 2)).abs().max().item(), (last - ref_last).abs().max().item()]
+
+mixer = Mamba(8, d_state=4, expand=3, impl="torch").eval()
+x = torch.randn(2, 37, 8)
+with torch.no_grad():
+    u, z = mixer.project_in_time_major(x)
+    time_major = mixer.ssm_time_major(u, z, "")
+    reference, _ = mixer.ssm(u.transpose(1, 2), z.transpose(1, 2), "")
+errors["mixer"] = [(time_major - reference.transpose(1, 2)).abs().max().item()]
+print(json.dumps(errors))
+"""
+
+
+def _run_interpreted(code: str) -> dict:
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_chunked_scan_matches_torch_scan_in_triton_interpreter():
+    errors = _run_interpreted(_CHECKS)
+    assert set(errors) == {"zero start, 6 chunks", "initial state, 3 chunks", "mixer"}
+    for name, values in errors.items():
+        assert max(values) < 1e-4, (name, values)
+
+
+def test_default_chunk_size_grows_as_sqrt_of_length_within_bounds():
+    assert default_chunk_size(1) == 32
+    assert default_chunk_size(16384) == 128
+    assert default_chunk_size(8192) == 128
+    assert default_chunk_size(32000) == 256
+    assert default_chunk_size(10**7) == 512
+
+
+def test_chunked_scan_refuses_autograd_and_bad_layouts():
+    u = torch.randn(1, 10, 4, requires_grad=True)
+    args = (torch.randn(1, 10, 4), -torch.rand(4, 2), torch.randn(1, 10, 2), torch.randn(1, 10, 2),
+            torch.ones(4), torch.randn(1, 10, 4), torch.zeros(4))  # fmt: skip
+    with pytest.raises(RuntimeError, match="no backward pass"):
+        chunked_selective_scan(u, *args)
+    with torch.no_grad(), pytest.raises(ValueError, match="u must be"):
+        chunked_selective_scan(u.transpose(1, 2).contiguous().transpose(1, 2), *args)
+
+
+def test_chunked_scan_is_not_chosen_on_cpu_and_checks_impl():
+    x = torch.zeros(1, backend.CHUNKED_SCAN_MIN_FRAMES, 8)
+    assert not backend.use_chunked_scan("auto", x, needs_grad=False)  # GPU only: tests/test_gpu.py
+    with pytest.raises(ValueError, match="ssm impl"):
+        backend.use_chunked_scan("triton", x, needs_grad=False)
