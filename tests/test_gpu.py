@@ -229,3 +229,18 @@ def test_model_on_chunked_scan_matches_kernel_path_with_padding(preset, monkeypa
     for a, b, c in zip(kernel, chunked, alone):
         torch.testing.assert_close(b[0], a[0], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(b[1, :n], c[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("causal", [False, True])
+def test_positional_conv_kernel_matches_cudnn(dtype, causal):
+    from espnet_mamba.nn.positional import ConvPositionalEmbedding
+
+    torch.manual_seed(0)
+    pos_conv = ConvPositionalEmbedding(768, causal=causal).to(DEVICE)
+    x = torch.randn(2, 700, 768, device=DEVICE)
+    cudnn = pos_conv(x)  # autograd on: cuDNN, float32 (TF32 off in this file)
+    with torch.no_grad(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+        ours = pos_conv(x)  # inference: the Triton kernel
+    assert ours.dtype == cudnn.dtype == torch.float32
+    torch.testing.assert_close(ours, cudnn.detach(), **TOL[dtype])

@@ -11,8 +11,11 @@ chunked_scan
            our Triton chunked scan (time-major) against mamba-ssm's scan at E 2304, N 24,
            bf16, batch 1, 512-32768 frames, over chunk sizes, channel blocks and warps:
            time, and the largest difference from mamba-ssm's output.
+pos_conv   HuBERT's positional conv (768 channels, 16 groups, 128 taps) + GELU at 500-32000
+           frames: cuDNN in float32 (TF32) against our Triton kernel in bfloat16 over frame
+           blocks, warps and pipeline stages; the largest difference from cuDNN without TF32.
 
-    python tools/gpu_micro.py sdpa scan_rows chunked_scan
+    python tools/gpu_micro.py sdpa scan_rows chunked_scan pos_conv
 """
 
 import itertools
@@ -77,7 +80,7 @@ def chunked_scan() -> None:
     A = -torch.exp(torch.rand(channels, states, device="cuda") * 3)
     D, delta_bias = torch.ones(channels, device="cuda"), torch.rand(channels, device="cuda") - 4
     print("| frames | kernel | chunk | block_e | warps | ms | max abs diff / max abs |\n|---|---|---|---|---|---|---|")
-    for frames in (512, 2048, 8192, 32768):
+    for frames in (512, 2048, 4096, 8192, 32768):
         u, delta, z = (torch.randn(1, frames, channels, device="cuda", dtype=torch.bfloat16) for _ in range(3))
         x_dbl = torch.randn(1, frames, 2 * states, device="cuda", dtype=torch.bfloat16)
         B, C = x_dbl.split([states, states], -1)
@@ -90,8 +93,8 @@ def chunked_scan() -> None:
         ref = mamba_ssm().transpose(1, 2).float()
         print(f"| {frames} | mamba-ssm | | | | {cuda_ms(mamba_ssm, repeat=5):.3f} | |")
         results = []
-        shapes = ((32, 1), (64, 2), (128, 4), (64, 1), (128, 2))  # (block_e, warps)
-        for chunk, (block_e, warps) in itertools.product((64, 128, 256, 512), shapes):
+        shapes = ((32, 1), (64, 2), (128, 4))  # (block_e, warps)
+        for chunk, (block_e, warps) in itertools.product((32, 64, 128, 256, 512), shapes):
             def ours():
                 return chunked_selective_scan(u, delta, A, B, C, D, z, delta_bias, chunk_size=chunk,
                                               block_e=block_e, num_warps=warps)[0]
@@ -106,8 +109,42 @@ def chunked_scan() -> None:
                                                       block_e=block_e, num_warps=warps), top=5))
 
 
+def pos_conv() -> None:
+    from espnet_mamba.ops import grouped_conv1d_gelu
+
+    channels, groups, taps = 768, 16, 128
+    weight = torch.randn(channels, channels // groups, taps, device="cuda") * (4 / (taps * channels)) ** 0.5
+    bias = torch.randn(channels, device="cuda") * 0.1
+    print("| frames | kernel | block_t | warps | stages | ms | max abs diff / max abs |\n|---|---|---|---|---|---|---|")
+    for frames in (500, 8000, 32000):
+        x = torch.randn(1, frames + taps - 1, channels, device="cuda")
+
+        def cudnn():
+            return F.gelu(F.conv1d(x.transpose(1, 2), weight, bias, groups=groups))
+
+        torch.backends.cudnn.allow_tf32 = False
+        ref = cudnn().transpose(1, 2)
+        torch.backends.cudnn.allow_tf32 = True
+        err = ((cudnn().transpose(1, 2) - ref).abs().max() / ref.abs().max()).item()
+        print(f"| {frames} | cuDNN float32 (TF32) | | | | {cuda_ms(cudnn, repeat=5):.3f} | {err:.1e} |")
+        x16, results = x.bfloat16(), []
+        for block_t, warps, stages in itertools.product((64, 128, 256), (4, 8), (2, 3, 4)):
+            def ours():
+                return grouped_conv1d_gelu(x16, weight, bias, groups, block_t=block_t, num_warps=warps,
+                                           num_stages=stages)
+
+            try:
+                err = ((ours() - ref).abs().max() / ref.abs().max()).item()
+            except Exception as error:  # e.g. out of shared memory for this config
+                print(f"| {frames} | triton bf16 | {block_t} | {warps} | {stages} | fails: {str(error)[:50]} | |")
+                continue
+            results.append((cuda_ms(ours, repeat=5), block_t, warps, stages, err))
+        for ms, block_t, warps, stages, err in sorted(results)[:4]:
+            print(f"| {frames} | triton bf16 | {block_t} | {warps} | {stages} | {ms:.3f} | {err:.1e} |")
+
+
 if __name__ == "__main__":
-    checks = {"sdpa": sdpa, "scan_rows": scan_rows, "chunked_scan": chunked_scan}
+    checks = {"sdpa": sdpa, "scan_rows": scan_rows, "chunked_scan": chunked_scan, "pos_conv": pos_conv}
     for name in sys.argv[1:] or checks:
         if name not in checks:
             raise SystemExit(f"unknown check {name!r}; choose from {sorted(checks)}")

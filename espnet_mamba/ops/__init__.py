@@ -2,10 +2,11 @@
 
 from espnet_mamba.ops.backend import IMPLS, mamba_kernels, use_chunked_scan, use_kernel
 from espnet_mamba.ops.causal_conv1d import causal_conv1d
-from espnet_mamba.ops.chunked_scan import chunked_selective_scan
+from espnet_mamba.ops.chunked_scan import chunked_selective_scan, triton_available
+from espnet_mamba.ops.grouped_conv import grouped_conv1d_gelu
 from espnet_mamba.ops.selective_scan import selective_scan
 
 __all__ = [
-    "IMPLS", "causal_conv1d", "chunked_selective_scan", "mamba_kernels", "selective_scan",
-    "use_chunked_scan", "use_kernel",
+    "IMPLS", "causal_conv1d", "chunked_selective_scan", "grouped_conv1d_gelu", "mamba_kernels",
+    "selective_scan", "triton_available", "use_chunked_scan", "use_kernel",
 ]  # fmt: skip

@@ -1,8 +1,9 @@
-"""The Triton chunked scan on CPU, through Triton's interpreter, against our PyTorch scan.
+"""Our Triton kernels on CPU, through Triton's interpreter: the chunked scan against our
+PyTorch scan, the grouped conv against torch's conv1d.
 
 ``TRITON_INTERPRET=1`` must be set before Triton compiles the kernels at import, so the checks
 run in a fresh interpreter (``_run_interpreted``). The GPU tests (tests/test_gpu.py) compare
-the compiled kernels with mamba-ssm's.
+the compiled kernels with mamba-ssm's and cuDNN's.
 """
 
 import json
@@ -13,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from espnet_mamba.ops import backend, chunked_selective_scan
+from espnet_mamba.ops import backend, chunked_selective_scan, grouped_conv1d_gelu
 from espnet_mamba.ops.chunked_scan import default_chunk_size, triton_available
 
 pytestmark = pytest.mark.skipif(not triton_available(), reason="Triton is not installed on this platform")
@@ -21,8 +22,9 @@ pytestmark = pytest.mark.skipif(not triton_available(), reason="Triton is not in
 _CHECKS = r"""
 import json
 import torch
+import torch.nn.functional as F
 from espnet_mamba.nn.mamba import Mamba
-from espnet_mamba.ops import chunked_selective_scan, selective_scan
+from espnet_mamba.ops import chunked_selective_scan, grouped_conv1d_gelu, selective_scan
 
 torch.manual_seed(0)
 batch, length, E, N = 2, 45, 24, 5  # N not a power of two: the state tile is padded to 8
@@ -48,6 +50,11 @@ with torch.no_grad():
     time_major = mixer.ssm_time_major(u, z, "")
     reference, _ = mixer.ssm(u.transpose(1, 2), z.transpose(1, 2), "")
 errors["mixer"] = [(time_major - reference.transpose(1, 2)).abs().max().item()]
+
+x, w, b = torch.randn(2, 37 + 7, 24), 0.2 * torch.randn(24, 6, 8), torch.randn(24)  # 4 groups, 8 taps
+y = grouped_conv1d_gelu(x, w, b, groups=4, block_t=16)  # 3 frame blocks, the last one partial
+reference = F.gelu(F.conv1d(x.transpose(1, 2), w, b, groups=4)).transpose(1, 2)
+errors["grouped conv"] = [(y - reference).abs().max().item(), float(y.shape != reference.shape)]
 print(json.dumps(errors))
 """
 
@@ -59,9 +66,9 @@ def _run_interpreted(code: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_chunked_scan_matches_torch_scan_in_triton_interpreter():
+def test_kernels_match_torch_in_triton_interpreter():
     errors = _run_interpreted(_CHECKS)
-    assert set(errors) == {"zero start, 6 chunks", "initial state, 3 chunks", "mixer"}
+    assert set(errors) == {"zero start, 6 chunks", "initial state, 3 chunks", "mixer", "grouped conv"}
     for name, values in errors.items():
         assert max(values) < 1e-4, (name, values)
 
@@ -89,3 +96,11 @@ def test_chunked_scan_is_not_chosen_on_cpu_and_checks_impl():
     assert not backend.use_chunked_scan("auto", x, needs_grad=False)  # GPU only: tests/test_gpu.py
     with pytest.raises(ValueError, match="ssm impl"):
         backend.use_chunked_scan("triton", x, needs_grad=False)
+
+
+def test_grouped_conv_refuses_autograd_and_bad_shapes():
+    x, w, b = torch.randn(1, 20, 8), torch.randn(8, 4, 3, requires_grad=True), torch.zeros(8)
+    with pytest.raises(RuntimeError, match="no backward pass"):
+        grouped_conv1d_gelu(x, w, b, groups=2)
+    with torch.no_grad(), pytest.raises(ValueError, match="unit stride on D"):
+        grouped_conv1d_gelu(x, w, b, groups=4)
