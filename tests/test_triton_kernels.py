@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from espnet_mamba.ops import backend, chunked_selective_scan, grouped_conv1d_gelu
-from espnet_mamba.ops.chunked_scan import default_chunk_size, triton_available
+from espnet_mamba.ops.backend import triton_available
+from espnet_mamba.ops.chunked_scan import default_chunk_size
 
 pytestmark = pytest.mark.skipif(not triton_available(), reason="Triton is not installed on this platform")
 

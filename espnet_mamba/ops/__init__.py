@@ -1,8 +1,10 @@
-"""Kernels and their exact PyTorch twins; nothing above this layer knows which one ran."""
+"""The Mamba ops, each one function that runs a kernel or its exact PyTorch twin (nothing
+above this layer knows which one ran), and two Triton kernels for inference without autograd,
+which the modules call where ``use_chunked_scan`` or the absence of autograd says so."""
 
-from espnet_mamba.ops.backend import IMPLS, mamba_kernels, use_chunked_scan, use_kernel
+from espnet_mamba.ops.backend import IMPLS, mamba_kernels, triton_available, use_chunked_scan, use_kernel
 from espnet_mamba.ops.causal_conv1d import causal_conv1d
-from espnet_mamba.ops.chunked_scan import chunked_selective_scan, triton_available
+from espnet_mamba.ops.chunked_scan import chunked_selective_scan
 from espnet_mamba.ops.grouped_conv import grouped_conv1d_gelu
 from espnet_mamba.ops.selective_scan import selective_scan
 

@@ -20,7 +20,10 @@ import logging
 
 import torch
 
-from espnet_mamba.ops.chunked_scan import triton_available
+try:
+    import triton
+except ImportError:  # no Triton wheel for this platform (e.g. macOS)
+    triton = None
 
 IMPLS = ("auto", "kernel", "torch")
 # Below this many frames mamba-ssm's scan already fills the GPU (docs/benchmarks.md)
@@ -56,6 +59,11 @@ def mamba_kernels():
         causal_conv1d_update=causal_conv1d_update,
     )
     return kernels
+
+
+def triton_available() -> bool:
+    """Whether Triton imports: our inference kernels need it (torch's Linux wheels bring it)."""
+    return triton is not None
 
 
 def check_impl(impl: str) -> str:

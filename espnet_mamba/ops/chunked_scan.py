@@ -19,8 +19,9 @@ so that one frame's channels are one contiguous load. There is no autograd: trai
 mamba-ssm's kernels, which have a backward pass.
 
 The recurrence is the one of :mod:`espnet_mamba.ops.selective_scan`, with
-dt = softplus(delta + delta_bias). Under ``TRITON_INTERPRET=1`` the kernels run on CPU
-tensors (the tests use this).
+dt = softplus(delta + delta_bias). Triton compiles the kernels on first use, for each number
+of states and chunk size (a few seconds). Under ``TRITON_INTERPRET=1`` they run on CPU tensors
+(the tests use this). Measurements: docs/benchmarks.md, "Triton kernels for inference".
 """
 
 import math
@@ -28,20 +29,11 @@ from typing import Optional, Tuple
 
 import torch
 
-try:
+from espnet_mamba.ops.backend import triton_available
+
+if triton_available():
     import triton
     import triton.language as tl
-except ImportError:  # no Triton wheel for this platform (e.g. macOS)
-    triton = None
-
-LOG2_E = 1.4426950408889634
-
-
-def triton_available() -> bool:
-    return triton is not None
-
-
-if triton is not None:
 
     @triton.jit
     def _softplus(x):
@@ -215,7 +207,7 @@ def chunked_selective_scan(
     Returns:
         y (batch, L, E) in u's dtype, contiguous, and the last state (batch, E, N), float32.
     """
-    if triton is None:
+    if not triton_available():
         raise RuntimeError("the chunked scan needs Triton, which is not installed on this platform")
     if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias)):
         raise RuntimeError("the chunked scan has no backward pass: call it under torch.no_grad()")
@@ -223,9 +215,11 @@ def chunked_selective_scan(
     states = A.shape[1]
     if states < 2:
         raise ValueError(f"the chunked scan needs at least 2 states, got A of shape {tuple(A.shape)}")
-    for name, t, width in (("u", u, channels), ("delta", delta, channels), ("z", z, channels), ("B", B, states), ("C", C, states)):
+    for name, t, width in (("u", u, channels), ("delta", delta, channels), ("z", z, channels),
+                           ("B", B, states), ("C", C, states)):  # fmt: skip
         if t.shape != (batch, length, width) or t.stride(2) != 1:
-            raise ValueError(f"{name} must be (batch, L, {width}) with unit stride on its last dim, got {tuple(t.shape)} strides {t.stride()}")  # fmt: skip
+            raise ValueError(f"{name} must be (batch, L, {width}) with unit stride on its last dim, "
+                             f"got {tuple(t.shape)} strides {t.stride()}")  # fmt: skip
     chunk = chunk_size or default_chunk_size(length)
     num_chunks = max(1, triton.cdiv(length, chunk))
     A = A.float().t().contiguous()  # (N, E): channels innermost, as in every state tensor below
@@ -244,10 +238,11 @@ def chunked_selective_scan(
     common = dict(STATES=states, LOW=low, HIGH=high, CHUNK=chunk, BLOCK_E=block_e, num_warps=num_warps)
     args = (u, delta, B, C, z, A, D, delta_bias, start, end, dt_sum, out, length, channels)
     _scan_chunks[grid](*args, *strides, WRITE_OUTPUT=False, **common)
-    initial = initial_state.float().transpose(1, 2).contiguous() if initial_state is not None else last  # unread if None
+    has_initial = initial_state is not None
+    initial = initial_state.float().transpose(1, 2).contiguous() if has_initial else last  # last: unread
     _chain_chunks[grid[0], batch](
         A, end, dt_sum, start, initial, last, num_chunks, channels, states,
-        HAS_INITIAL=initial_state is not None, BLOCK_E=block_e, BLOCK_N=triton.next_power_of_2(states),
+        HAS_INITIAL=has_initial, BLOCK_E=block_e, BLOCK_N=triton.next_power_of_2(states),
         num_warps=num_warps,
     )  # fmt: skip
     _scan_chunks[grid](*args, *strides, WRITE_OUTPUT=True, **common)

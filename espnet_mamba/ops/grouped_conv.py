@@ -11,9 +11,10 @@ keeps cuDNN. Under ``TRITON_INTERPRET=1`` the kernel runs on CPU tensors (the te
 
 import torch
 
-from espnet_mamba.ops.chunked_scan import triton, triton_available
+from espnet_mamba.ops.backend import triton_available
 
 if triton_available():
+    import triton
     import triton.language as tl
 
     @triton.jit
