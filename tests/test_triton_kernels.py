@@ -105,3 +105,14 @@ def test_grouped_conv_refuses_autograd_and_bad_shapes():
         grouped_conv1d_gelu(x, w, b, groups=2)
     with torch.no_grad(), pytest.raises(ValueError, match="unit stride on D"):
         grouped_conv1d_gelu(x, w, b, groups=4)
+
+
+def test_needs_autograd_follows_grad_mode_input_and_parameters():
+    layer = torch.nn.Linear(2, 2)
+    x = torch.zeros(1, 2)
+    assert backend.needs_autograd(layer, x)
+    with torch.no_grad():
+        assert not backend.needs_autograd(layer, x.requires_grad_())
+    layer.requires_grad_(False)  # a frozen module in a training run
+    assert not backend.needs_autograd(layer, torch.zeros(1, 2))
+    assert backend.needs_autograd(layer, torch.zeros(1, 2, requires_grad=True))

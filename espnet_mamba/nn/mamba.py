@@ -13,7 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from espnet_mamba.ops import (
-    causal_conv1d, chunked_selective_scan, mamba_kernels, selective_scan, use_chunked_scan, use_kernel,
+    causal_conv1d, chunked_selective_scan, mamba_kernels, needs_autograd, selective_scan, use_chunked_scan,
+    use_kernel,
 )  # fmt: skip
 
 
@@ -150,8 +151,7 @@ class Mamba(nn.Module):
     def runs_chunked_scan(self, x: torch.Tensor) -> bool:
         """Whether forward(x) takes the time-major path of the chunked scan (long inputs,
         inference on CUDA; see :func:`espnet_mamba.ops.use_chunked_scan`)."""
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        return use_chunked_scan(self.impl, x, needs_grad)
+        return use_chunked_scan(self.impl, x, needs_autograd(self, x))
 
     def project_in_time_major(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """in_proj as two products: (batch, L, D) -> u, z (batch, L, E), each contiguous."""

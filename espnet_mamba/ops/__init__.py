@@ -2,7 +2,9 @@
 above this layer knows which one ran), and two Triton kernels for inference without autograd,
 which the modules call where ``use_chunked_scan`` or the absence of autograd says so."""
 
-from espnet_mamba.ops.backend import IMPLS, mamba_kernels, triton_available, use_chunked_scan, use_kernel
+from espnet_mamba.ops.backend import (
+    IMPLS, mamba_kernels, needs_autograd, triton_available, use_chunked_scan, use_kernel,
+)  # fmt: skip
 from espnet_mamba.ops.causal_conv1d import causal_conv1d
 from espnet_mamba.ops.chunked_scan import chunked_selective_scan
 from espnet_mamba.ops.grouped_conv import grouped_conv1d_gelu
@@ -10,5 +12,5 @@ from espnet_mamba.ops.selective_scan import selective_scan
 
 __all__ = [
     "IMPLS", "causal_conv1d", "chunked_selective_scan", "grouped_conv1d_gelu", "mamba_kernels",
-    "selective_scan", "triton_available", "use_chunked_scan", "use_kernel",
+    "needs_autograd", "selective_scan", "triton_available", "use_chunked_scan", "use_kernel",
 ]  # fmt: skip

@@ -26,7 +26,8 @@ except ImportError:  # no Triton wheel for this platform (e.g. macOS)
     triton = None
 
 IMPLS = ("auto", "kernel", "torch")
-# Below this many frames mamba-ssm's scan already fills the GPU (docs/benchmarks.md)
+# From this many frames on the chunked scan is at least as fast as mamba-ssm's in the model
+# (docs/benchmarks.md, "Where the chunked scan starts")
 CHUNKED_SCAN_MIN_FRAMES = 4096
 
 _logger = logging.getLogger("espnet_mamba.ops")
@@ -64,6 +65,12 @@ def mamba_kernels():
 def triton_available() -> bool:
     """Whether Triton imports: our inference kernels need it (torch's Linux wheels bring it)."""
     return triton is not None
+
+
+def needs_autograd(module: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``module(x)`` must be differentiable: grad mode on, and x or one of the module's
+    parameters requires grad (a frozen module in a training run does not)."""
+    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
 
 
 def check_impl(impl: str) -> str:
