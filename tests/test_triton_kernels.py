@@ -110,9 +110,9 @@ def test_grouped_conv_refuses_autograd_and_bad_shapes():
 def test_needs_autograd_follows_grad_mode_input_and_parameters():
     layer = torch.nn.Linear(2, 2)
     x = torch.zeros(1, 2)
-    assert backend.needs_autograd(layer, x)
+    assert backend.needs_autograd(x, *layer.parameters())
     with torch.no_grad():
-        assert not backend.needs_autograd(layer, x.requires_grad_())
+        assert not backend.needs_autograd(x.requires_grad_(), *layer.parameters())
     layer.requires_grad_(False)  # a frozen module in a training run
-    assert not backend.needs_autograd(layer, torch.zeros(1, 2))
-    assert backend.needs_autograd(layer, torch.zeros(1, 2, requires_grad=True))
+    assert not backend.needs_autograd(torch.zeros(1, 2), *layer.parameters())
+    assert backend.needs_autograd(torch.zeros(1, 2, requires_grad=True), *layer.parameters())

@@ -151,7 +151,7 @@ class Mamba(nn.Module):
     def runs_chunked_scan(self, x: torch.Tensor) -> bool:
         """Whether forward(x) takes the time-major path of the chunked scan (long inputs,
         inference on CUDA; see :func:`espnet_mamba.ops.use_chunked_scan`)."""
-        return use_chunked_scan(self.impl, x, needs_autograd(self, x))
+        return use_chunked_scan(self.impl, x, needs_autograd(x, *self.parameters()))
 
     def project_in_time_major(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """in_proj as two products: (batch, L, D) -> u, z (batch, L, E), each contiguous."""

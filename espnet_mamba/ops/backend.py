@@ -67,10 +67,11 @@ def triton_available() -> bool:
     return triton is not None
 
 
-def needs_autograd(module: torch.nn.Module, x: torch.Tensor) -> bool:
-    """Whether ``module(x)`` must be differentiable: grad mode on, and x or one of the module's
-    parameters requires grad (a frozen module in a training run does not)."""
-    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
+def needs_autograd(*tensors: torch.Tensor) -> bool:
+    """Whether a computation on ``tensors`` must be differentiable: grad mode on, and one of
+    them requires grad. A module passes its input and its parameters, so a frozen module in a
+    training run does not."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def check_impl(impl: str) -> str:

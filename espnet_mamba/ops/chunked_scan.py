@@ -29,7 +29,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from espnet_mamba.ops.backend import triton_available
+from espnet_mamba.ops.backend import needs_autograd, triton_available
 
 if triton_available():
     import triton
@@ -209,7 +209,7 @@ def chunked_selective_scan(
     """
     if not triton_available():
         raise RuntimeError("the chunked scan needs Triton, which is not installed on this platform")
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias)):
+    if needs_autograd(u, delta, A, B, C, D, z, delta_bias):
         raise RuntimeError("the chunked scan has no backward pass: call it under torch.no_grad()")
     batch, length, channels = u.shape
     states = A.shape[1]

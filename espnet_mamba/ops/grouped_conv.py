@@ -11,7 +11,7 @@ keeps cuDNN. Under ``TRITON_INTERPRET=1`` the kernel runs on CPU tensors (the te
 
 import torch
 
-from espnet_mamba.ops.backend import triton_available
+from espnet_mamba.ops.backend import needs_autograd, triton_available
 
 if triton_available():
     import triton
@@ -60,7 +60,7 @@ def grouped_conv1d_gelu(
     """
     if not triton_available():
         raise RuntimeError("the grouped conv kernel needs Triton, which is not installed on this platform")
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias)):
+    if needs_autograd(x, weight, bias):
         raise RuntimeError("the grouped conv kernel has no backward pass: call it under torch.no_grad()")
     batch, padded_length, channels = x.shape
     group, taps = channels // groups, weight.shape[-1]

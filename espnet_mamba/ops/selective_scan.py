@@ -24,7 +24,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from espnet_mamba.ops.backend import check_impl, mamba_kernels, use_kernel
+from espnet_mamba.ops.backend import check_impl, mamba_kernels, needs_autograd, use_kernel
 
 
 def selective_scan(
@@ -79,8 +79,7 @@ def _selective_scan_torch(
         state = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     else:
         state = initial_state.float()
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, state))
-    in_place = not needs_grad and u.device.type == "cpu"  # on a GPU, fewer launches win
+    in_place = not needs_autograd(u, delta, A, B, C, state) and u.device.type == "cpu"  # on a GPU, fewer launches win
     recurrence = _recurrence_in_place if in_place else _recurrence_chunked
     y, state = recurrence(u, delta, A, B, C, state, chunk_size)
     if D is not None:
