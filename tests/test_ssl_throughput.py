@@ -8,8 +8,9 @@ from espnet_mamba.espnet.tasks import MambaSSLTask
 from espnet_mamba.kmeans import check_labels
 
 LOG = """
-[vm] 1epoch:train:1-10batch: iter_time=0.006, forward_time=0.164, loss=8.543, backward_time=0.088
-[vm] 1epoch:train:91-100batch: iter_time=0.001, forward_time=0.080, loss=4.635, backward_time=0.030
+[vm] 1epoch:train:1-10batch: iter_time=0.006, forward_time=0.164, loss=8.543, backward_time=0.088, train_time=2.5
+[vm] 1epoch:train:11-20batch: iter_time=0.001forward_time=0.080, hubert_loss_m_11=9.9, loss=5.012, backward_time=0.030, train_time=0.125
+[vm] 1epoch:train:91-100batch: iter_time=0.001, forward_time=0.080, loss=4.635, backward_time=0.030, train_time=1.25e-01
 [vm] 1epoch results: [train] iter_time=0.003, loss=5.1, train_time=0.17, time=17.5 seconds, total_count=100
 """
 
@@ -32,4 +33,7 @@ def test_summary_reads_espnet_log():
     stats = ssl_throughput.summarize(LOG, steps=100, batch_size=8, seconds=15)
     assert stats["wall_s"] == 17.5
     assert stats["audio_per_s"] == 100 * 8 * 15 / 17.5
-    assert stats["losses"] == [8.543, 4.635]
+    assert stats["losses"] == [8.543, 5.012, 4.635]
+    # the first interval (warm-up, compilation) left out
+    assert stats["steady_step_ms"] == 125 and stats["steady_audio_per_s"] == 8 * 15 / 0.125
+    assert stats["steady_data_wait_ms"] == 1.0

@@ -7,8 +7,10 @@
 For each preset it writes a corpus of ``--seconds``-long utterances (tones in noise) with
 random 100-cluster labels, runs iteration-0 style pretraining (``espnet_mamba.bin.ssl_train``,
 HuBERT masking and loss) for ``--steps`` steps, and prints a table of seconds of audio
-trained per second of wall time (from ESPnet's epoch timing) and the loss at the start and
-the end. With ``--ngpu 2`` ESPnet trains with DDP.
+trained per second of wall time: over the whole epoch, and, leaving out the first log interval
+with its warm-up and compilation, from ESPnet's per-step timing, with the part of each step
+spent waiting for the data loader. It also shows the loss at the start and the end. With
+``--ngpu 2`` ESPnet trains with DDP.
 """
 
 import argparse
@@ -49,7 +51,8 @@ def write_corpus(root: Path, utterances: int, seconds: float, seed: int = 0) -> 
     (root / "tokens.txt").write_text("".join(f"{i}\n" for i in range(N_CLUSTERS)) + "<unk>\n")
 
 
-def write_config(path: Path, preset: str, batch_size: int, steps: int, amp: bool, overrides=None) -> None:
+def write_config(path: Path, preset: str, batch_size: int, steps: int, amp: bool, overrides=None,
+                 num_workers: int = 2) -> None:
     """ESPnet SSL config; ``overrides``: ModelConfig fields for the encoder (e.g. compile_cnn)."""
     config = {
         "encoder": "mamba_hubert",
@@ -65,7 +68,7 @@ def write_config(path: Path, preset: str, batch_size: int, steps: int, amp: bool
         "batch_size": batch_size,
         "num_iters_per_epoch": steps,
         "max_epoch": 1,
-        "num_workers": 2,
+        "num_workers": num_workers,
         "optim": "adamw",
         "optim_conf": {"lr": 5e-4, "weight_decay": 0.01},
         "scheduler": "warmuplr",
@@ -102,15 +105,29 @@ def run_training(work: Path, corpus: Path, config: Path, ngpu: int) -> str:
     return log.read_text()
 
 
+def _interval_means(log: str, key: str) -> list:
+    """ESPnet's mean of ``key`` over each log interval ("1epoch:train:11-20batch: ...")."""
+    return [float(x) for x in re.findall(rf"\d+-\d+batch: .*?(?<![a-z_]){key}=([\d.e+-]+)", log)]
+
+
 def summarize(log: str, steps: int, batch_size: int, seconds: float) -> dict:
-    """Throughput and losses from an ESPnet train.log."""
+    """Throughput, per-step times and losses from an ESPnet train.log.
+
+    ESPnet logs, per interval, the mean ``train_time`` of a step (wall time, data loading
+    included) and ``iter_time``, the time the step waited for the data loader. The
+    ``steady_*`` figures average the intervals after the first, leaving out warm-up.
+    """
     epoch = re.search(r"1epoch results: \[train\](.*?)time=([\d.]+) (minutes|seconds|hours)", log)
     if epoch is None:
         raise ValueError("no epoch results in train.log")
     wall = float(epoch.group(2)) * {"seconds": 1, "minutes": 60, "hours": 3600}[epoch.group(3)]
-    losses = [float(x) for x in re.findall(r"\d+-\d+batch: .*?loss=([\d.]+)", log)]
     audio = steps * batch_size * seconds  # ESPnet's batch_size is the global batch, split over GPUs
-    return {"wall_s": wall, "audio_s": audio, "audio_per_s": audio / wall, "losses": losses}
+    stats = {"wall_s": wall, "audio_s": audio, "audio_per_s": audio / wall, "losses": _interval_means(log, "loss")}
+    step_s, data_s = _interval_means(log, "train_time")[1:], _interval_means(log, "iter_time")[1:]
+    stats["steady_step_ms"] = 1000 * sum(step_s) / len(step_s) if step_s else None
+    stats["steady_data_wait_ms"] = 1000 * sum(data_s) / len(data_s) if data_s else None
+    stats["steady_audio_per_s"] = 1000 * batch_size * seconds / stats["steady_step_ms"] if step_s else None
+    return stats
 
 
 def main(cmd=None):
@@ -121,6 +138,7 @@ def main(cmd=None):
     parser.add_argument("--batch_size", type=int, default=8, help="utterances per step (all GPUs together)")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--amp", default="true", choices=("true", "false"), help="bf16 autocast")
+    parser.add_argument("--num_workers", type=int, default=2, help="data-loader processes")
     parser.add_argument("--work_dir", type=Path, required=True)
     parser.add_argument("--override", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
                         help="a ModelConfig field for every preset, e.g. compile_cnn=true (repeatable)")
@@ -132,17 +150,19 @@ def main(cmd=None):
         work = args.work_dir / preset
         work.mkdir(parents=True, exist_ok=True)
         write_config(work / "config.yaml", preset, args.batch_size, args.steps, args.amp == "true",
-                     dict(args.override))
+                     dict(args.override), args.num_workers)
         stats = summarize(run_training(work, corpus, work / "config.yaml", args.ngpu), args.steps,
                           args.batch_size, args.seconds)  # fmt: skip
         losses = stats["losses"]
         rows.append((preset, stats, losses[0] if losses else float("nan"), losses[-1] if losses else float("nan")))
-    print("\n| preset | GPUs | steps | batch x s | wall s | audio s / s | loss first log | loss last log |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| preset | GPUs | steps | batch x s | wall s | audio s / s | after the first log: audio s / s "
+          "| step ms | of it waiting for data ms | loss first log | loss last log |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for preset, stats, first, last in rows:
+        steady = [stats[k] for k in ("steady_audio_per_s", "steady_step_ms", "steady_data_wait_ms")]
+        steady = " | ".join("–" if v is None else f"{v:.0f}" if i == 0 else f"{v:.1f}" for i, v in enumerate(steady))
         print(f"| {preset} | {args.ngpu} | {args.steps} | {args.batch_size} x {args.seconds:g} | "
-              f"{stats['wall_s']:.1f} | {stats['audio_per_s']:.0f} | {first:.3f} | {last:.3f} |")  # fmt: skip
-
+              f"{stats['wall_s']:.1f} | {stats['audio_per_s']:.0f} | {steady} | {first:.3f} | {last:.3f} |")  # fmt: skip
 
 if __name__ == "__main__":
     main()

@@ -2,7 +2,9 @@
 
 ESPnet masks the frontend output before the encoder; our encoder owns the waveform CNN, so
 the mask (ESPnet's ``Masking`` util, with its mask embedding) goes between the encoder's
-``embed`` and ``encode``. Losses (ESPnet's ``HuBERTLoss``) are unchanged.
+``embed`` and ``encode``. Its spans are drawn by ``espnet_mamba.espnet.masking``, the same
+spans as ESPnet's util without its per-frame Python loop. Losses (ESPnet's ``HuBERTLoss``) are
+unchanged.
 """
 
 from typing import Dict
@@ -12,6 +14,7 @@ from espnet2.legacy.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet2.ssl.espnet_model import ESPnetSSLModel
 
 from espnet_mamba.espnet.encoder import MambaHuBERTEncoder
+from espnet_mamba.espnet.masking import apply_masking
 
 
 class MambaHuBERTSSLModel(ESPnetSSLModel):
@@ -40,7 +43,8 @@ class MambaHuBERTSSLModel(ESPnetSSLModel):
             x, lengths = self.encoder.embed(speech, speech_lengths)
             data = {}
             if "mask" in self.util_attributes:
-                x, data["mask_info"] = self.util_modules["mask"](x, make_pad_mask(lengths).to(x.device))
+                padding = make_pad_mask(lengths).to(x.device)
+                x, data["mask_info"] = apply_masking(self.util_modules["mask"], x, lengths, padding)
             hidden_states = self.encoder.encode(x, lengths)
         data["encoder_output"] = hidden_states[1:]
         data["encoder_output_lengths"] = lengths
