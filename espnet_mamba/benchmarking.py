@@ -435,12 +435,13 @@ class GraphedStreamStep:
             old.copy_(new)
 
 
-def _run_stream(model, wavs, chunk_samples: int, dtype: str, graphed: Optional[GraphedStreamStep]) -> List[float]:
+def _run_stream(model, wavs, chunk_samples: int, dtype: str, graphed: Optional[GraphedStreamStep],
+                max_frames: Optional[int] = None) -> List[float]:
     """Stream ``wavs`` chunk by chunk; seconds of each step (eager until the state matches
-    ``graphed``'s, replays after)."""
+    ``graphed``'s, replays after). ``max_frames``: see ``init_stream``."""
     device = wavs.device
     cuda = device.type == "cuda"
-    state = model.init_stream(wavs.shape[0], device)
+    state = model.init_stream(wavs.shape[0], device, max_frames)
     times, replaying = [], False  # CUDA: (start, end) event pairs; CPU: seconds
     for start in range(0, wavs.shape[1], chunk_samples):
         chunk = wavs[:, start : start + chunk_samples]
@@ -467,12 +468,14 @@ def _run_stream(model, wavs, chunk_samples: int, dtype: str, graphed: Optional[G
 
 def measure_stream(model, wavs, chunk_samples: int, dtype: str, cuda_graphs: bool):
     """Per-step seconds of streaming ``wavs`` after a throwaway stream, and a note on CUDA
-    graphs ("" when not asked for)."""
+    graphs ("" when not asked for). With CUDA graphs, key/value caches have a fixed capacity:
+    the frames of ``wavs``."""
     warmup = wavs[:, : min(wavs.shape[1], STREAM_WARMUP_STEPS * chunk_samples)]
-    _run_stream(model, warmup, chunk_samples, dtype, None)
+    max_frames = int(conv_output_lengths(torch.tensor(wavs.shape[1]), model.cfg.conv_layers)) if cuda_graphs else None
+    _run_stream(model, warmup, chunk_samples, dtype, None, max_frames)
     graphed, note = None, ""
     if cuda_graphs:
-        state = model.init_stream(wavs.shape[0], wavs.device)
+        state = model.init_stream(wavs.shape[0], wavs.device, max_frames)
         with _autocast(wavs.device, dtype):
             for start in range(0, warmup.shape[1], chunk_samples):
                 _, state = model.stream(warmup[:, start : start + chunk_samples], state)
@@ -481,7 +484,7 @@ def measure_stream(model, wavs, chunk_samples: int, dtype: str, cuda_graphs: boo
             note = "cuda graphs: steady-state steps replayed"
         except RuntimeError as error:
             note = f"cuda graphs not used ({error}); eager steps"
-    return _run_stream(model, wavs, chunk_samples, dtype, graphed), note
+    return _run_stream(model, wavs, chunk_samples, dtype, graphed, max_frames), note
 
 
 # One preset, all settings ------------------------------------------------------------------------

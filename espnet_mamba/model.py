@@ -12,6 +12,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from espnet_mamba.config import ModelConfig, load_config
+from espnet_mamba.nn.attention import FixedKVCache
 from espnet_mamba.nn.feature_extractor import FeatureExtractor
 from espnet_mamba.nn.layers import ConBiMambaLayer, MambaLayer, TransformerLayer, build_mixer, zero_padding
 from espnet_mamba.nn.positional import ConvPositionalEmbedding
@@ -107,8 +108,14 @@ class MambaHuBERT(nn.Module):
 
     # Streaming (causal presets) -------------------------------------------------------------
 
-    def init_stream(self, batch_size: int, device=None) -> StreamState:
-        """The state before the first sample. Raises RuntimeError for non-causal models."""
+    def init_stream(self, batch_size: int, device=None, max_frames: Optional[int] = None) -> StreamState:
+        """The state before the first sample. Raises RuntimeError for non-causal models.
+
+        ``max_frames``: give the causal Transformer's blocks fixed-capacity key/value caches
+        for streams of up to that many frames (50 per second), so that every step has the
+        same shapes (CUDA graphs); ``stream`` then raises ValueError past it. None: caches
+        that grow without limit. Mamba blocks carry fixed-size states either way.
+        """
         if not self.cfg.causal:
             raise RuntimeError(
                 f"streaming needs a causal model; layer_type {self.cfg.layer_type!r} with causal=False is not"
@@ -116,11 +123,17 @@ class MambaHuBERT(nn.Module):
         device = device if device is not None else next(self.parameters()).device
         with torch.no_grad():
             pos_conv_weight = None if self.pos_conv is None else self.pos_conv.conv.weight
+        layers = [
+            layer.attention.init_cache(batch_size, max_frames, device)
+            if max_frames is not None and isinstance(layer, TransformerLayer)
+            else None
+            for layer in self.layers
+        ]
         return StreamState(
             conv=self.feature_extractor.init_state(batch_size, device),
             pos_conv=None,
             pos_conv_weight=pos_conv_weight,
-            layers=[None] * len(self.layers),
+            layers=layers,
             samples=0,
         )
 
@@ -133,6 +146,13 @@ class MambaHuBERT(nn.Module):
         the audio into chunks gives the frames of one offline ``extract_features``.
         """
         check_waveforms(chunk, None, None, min_samples=0)
+        frames = int(self.feature_extractor.output_lengths(torch.tensor(state.samples + chunk.shape[1])))
+        for cache in state.layers:
+            if isinstance(cache, FixedKVCache) and frames > cache.capacity:
+                raise ValueError(
+                    f"the stream reaches {frames} frames, past its key/value caches' capacity of {cache.capacity} "
+                    "(init_stream's max_frames)"
+                )
         return self.stream_step(chunk, state)
 
     def stream_step(self, chunk: torch.Tensor, state: StreamState) -> Tuple[List[torch.Tensor], StreamState]:
@@ -183,8 +203,8 @@ class MambaHuBERTForPretraining(nn.Module):
     def extract_features(self, wavs, wav_lens=None, sample_rate=None):
         return self.backbone.extract_features(wavs, wav_lens, sample_rate)
 
-    def init_stream(self, batch_size: int, device=None) -> StreamState:
-        return self.backbone.init_stream(batch_size, device)
+    def init_stream(self, batch_size: int, device=None, max_frames: Optional[int] = None) -> StreamState:
+        return self.backbone.init_stream(batch_size, device, max_frames)
 
     def stream(self, chunk: torch.Tensor, state: StreamState):
         return self.backbone.stream(chunk, state)

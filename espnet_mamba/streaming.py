@@ -17,7 +17,8 @@ class StreamState:
     pos_conv_weight: that conv's weight-normalised weight, computed once per stream (the
         normalisation took 8-30 ms per call on the 2-core development CPU, against about
         45 ms for a whole 20 ms step of mamba_base).
-    layers: per block, a MambaState or a key/value cache (None before the first frame).
+    layers: per block, a MambaState or a key/value cache: None before the first frame,
+        except for fixed-capacity caches (``init_stream(max_frames=...)``), which start empty.
     samples: samples consumed so far (per stream of the batch).
     """
 

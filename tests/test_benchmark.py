@@ -145,12 +145,13 @@ def test_oom_is_reported_and_longer_audio_skipped(monkeypatch):
     assert rows[1]["time ms (median)"] == "–"
 
 
-def test_state_signature_is_steady_for_mamba_only(tiny_model):
+def test_state_signature_is_steady_for_mamba_and_fixed_capacity_caches(tiny_model):
     """What a CUDA graph of a stream step needs: a state that keeps its shapes."""
     chunk = 0.1 * torch.randn(1, 320)
-    for preset, steady in (("mamba_small", True), ("causal_transformer_small", False)):
+    for preset, max_frames, steady in (("mamba_small", None, True), ("causal_transformer_small", None, False),
+                                       ("causal_transformer_small", 50, True)):  # fmt: skip
         model = tiny_model(preset)
-        state = model.init_stream(1)
+        state = model.init_stream(1, max_frames=max_frames)
         signatures = []
         for _ in range(6):
             _, state = model.stream(chunk, state)

@@ -244,3 +244,27 @@ def test_positional_conv_kernel_matches_cudnn(dtype, causal):
         ours = pos_conv(x)  # inference: the Triton kernel
     assert ours.dtype == cudnn.dtype == torch.float32
     torch.testing.assert_close(ours, cudnn.detach(), **TOL[dtype])
+
+
+@pytest.mark.parametrize("preset", ["mamba_base", "causal_transformer_base"])
+def test_graphed_stream_steps_carry_the_eager_state(preset):
+    """The benchmark's CUDA-graph replay of 20 ms steps (fixed-capacity key/value caches for
+    the Transformer) leaves the state that eager steps leave."""
+    from espnet_mamba.benchmarking import GraphedStreamStep, tensors_of
+
+    model = _tiny(preset)
+    wav = torch.randn(1, 16000, device=DEVICE)
+    chunks = [wav[:, start : start + 320] for start in range(0, 9600, 320)]
+    with torch.no_grad():
+        state = model.init_stream(1, max_frames=50)
+        for chunk in chunks[:10]:  # until the CNN's buffers have their steady size
+            _, state = model.stream(chunk, state)
+        graphed = GraphedStreamStep(model, state, chunks[10], "float32")
+        graphed.load(state)
+        for chunk in chunks[10:]:
+            graphed(chunk)
+            _, state = model.stream(chunk, state)
+    if preset == "causal_transformer_base":
+        assert int(state.layers[0].length) == 29  # (9600 - 400) // 320 + 1 frames in the cache
+    for replayed, eager in zip(tensors_of(graphed.state), tensors_of(state)):
+        torch.testing.assert_close(replayed, eager, rtol=1e-4, atol=1e-4)

@@ -185,10 +185,10 @@ def test_padding_changes_nothing(tiny_model, preset):
 # Streaming ------------------------------------------------------------------------------------
 
 
-def stream_in_chunks(model, wavs: torch.Tensor, sizes):
+def stream_in_chunks(model, wavs: torch.Tensor, sizes, max_frames=None):
     """Stream ``wavs`` in chunks of ``sizes`` samples, checking the frames each call emits;
     returns the hidden states of all emitted frames, concatenated."""
-    state = model.init_stream(wavs.shape[0])
+    state = model.init_stream(wavs.shape[0], max_frames=max_frames)
     emitted, consumed = [], 0
     for size in sizes:
         hs, state = model.stream(wavs[:, consumed : consumed + size], state)
@@ -245,6 +245,29 @@ def test_streaming_one_sample_at_a_time_equals_offline(tiny_model, preset):
     streamed = stream_in_chunks(model, wavs, [1] * wavs.shape[1])
     for h_stream, h_offline in zip(streamed, offline):
         torch.testing.assert_close(h_stream, h_offline, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunking", list(CHUNKINGS))
+@pytest.mark.parametrize("preset", ["causal_transformer_base", "mamba_base"])
+def test_streaming_with_fixed_capacity_caches_equals_offline(tiny_model, preset, chunking):
+    """``max_frames``: the Transformer's caches are allocated once; Mamba ignores it."""
+    model = tiny_model(preset)
+    wavs, _ = random_wavs(6000, 6000)
+    with torch.no_grad():
+        offline, _ = model.extract_features(wavs)
+    frames = offline[0].shape[1]
+    streamed = stream_in_chunks(model, wavs, CHUNKINGS[chunking](wavs.shape[1]), max_frames=frames)
+    for h_stream, h_offline in zip(streamed, offline):
+        torch.testing.assert_close(h_stream, h_offline, rtol=1e-5, atol=1e-5)
+
+
+def test_stream_past_the_cache_capacity_raises(tiny_model):
+    model = tiny_model("causal_transformer_base")
+    state = model.init_stream(1, max_frames=10)
+    _, state = model.stream(torch.randn(1, 3280), state)  # (3280 - 400) // 320 + 1 = 10 frames
+    with pytest.raises(ValueError, match="capacity of 10"):
+        model.stream(torch.randn(1, 320), state)
+    assert state.samples == 3280 and int(state.layers[0].length) == 10  # the state is left as it was
 
 
 @pytest.mark.parametrize("preset", BIDIRECTIONAL_PRESETS)

@@ -1,13 +1,35 @@
 """Multi-head self-attention (fairseq parameter names) with an optional causal mask and a
 key/value cache for streaming."""
 
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-KVCache = Tuple[torch.Tensor, torch.Tensor]  # keys, values: (batch, heads, T_past, d_head)
+GrowingKVCache = Tuple[torch.Tensor, torch.Tensor]  # keys, values: (batch, heads, T_past, d_head)
+
+
+@dataclass
+class FixedKVCache:
+    """Keys and values of up to ``capacity`` frames in buffers allocated once, and how many
+    frames they hold, counted on the device: every step has the same shapes and reads no
+    host value, so a CUDA graph can replay it.
+
+    keys, values: (batch, heads, capacity, d_head); length: 0-d long tensor.
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    length: torch.Tensor
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[2]
+
+
+KVCache = Union[GrowingKVCache, FixedKVCache]
 
 
 class SelfAttention(nn.Module):
@@ -49,12 +71,31 @@ class SelfAttention(nn.Module):
         )  # fmt: skip
         return self.out_proj(y.transpose(1, 2).flatten(2))
 
+    def init_cache(self, batch: int, capacity: int, device=None, dtype=torch.float32) -> FixedKVCache:
+        """An empty :class:`FixedKVCache` for ``capacity`` frames."""
+        shape = (batch, self.heads, capacity, self.d_head)
+        empty = torch.zeros(shape, device=device, dtype=dtype)
+        return FixedKVCache(empty, empty.clone(), torch.zeros((), dtype=torch.long, device=device))
+
     def forward_chunk(self, x: torch.Tensor, cache: Optional[KVCache]) -> Tuple[torch.Tensor, KVCache]:
-        """Causal streaming: new frames x (batch, n, D) attend to the cache and to themselves."""
+        """Causal streaming: new frames x (batch, n, D) attend to the cache and to themselves.
+
+        ``cache``: None before the first frame, then the cache this returned; either a growing
+        (keys, values) pair or a :class:`FixedKVCache`, which must have room for the n frames
+        (the caller checks: here that would need the host to read its length).
+        """
         q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
+        n = x.shape[1]
+        if isinstance(cache, FixedKVCache):
+            positions = cache.length + torch.arange(n, device=x.device)  # of the new frames
+            keys = cache.keys.index_copy(2, positions, k.to(cache.keys.dtype))
+            values = cache.values.index_copy(2, positions, v.to(cache.values.dtype))
+            allowed = torch.arange(cache.capacity, device=x.device)[None] <= positions[:, None]  # (n, capacity)
+            y = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=allowed)
+            return self.out_proj(y.transpose(1, 2).flatten(2)), FixedKVCache(keys, values, cache.length + n)
         if cache is not None:
             k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
-        n, total = x.shape[1], k.shape[2]
+        total = k.shape[2]
         allowed = torch.ones(n, total, dtype=torch.bool, device=x.device).tril(total - n)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         return self.out_proj(y.transpose(1, 2).flatten(2)), (k, v)
