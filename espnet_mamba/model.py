@@ -146,11 +146,12 @@ class MambaHuBERT(nn.Module):
         the audio into chunks gives the frames of one offline ``extract_features``.
         """
         check_waveforms(chunk, None, None, min_samples=0)
-        frames = int(self.feature_extractor.output_lengths(torch.tensor(state.samples + chunk.shape[1])))
-        for cache in state.layers:
-            if isinstance(cache, FixedKVCache) and frames > cache.capacity:
+        capacity = min((c.capacity for c in state.layers if isinstance(c, FixedKVCache)), default=None)
+        if capacity is not None:
+            frames = int(self.feature_extractor.output_lengths(torch.tensor(state.samples + chunk.shape[1])))
+            if frames > capacity:
                 raise ValueError(
-                    f"the stream reaches {frames} frames, past its key/value caches' capacity of {cache.capacity} "
+                    f"the stream reaches {frames} frames, past its key/value caches' capacity of {capacity} "
                     "(init_stream's max_frames)"
                 )
         return self.stream_step(chunk, state)

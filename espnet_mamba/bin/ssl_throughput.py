@@ -159,10 +159,15 @@ def main(cmd=None):
           "| step ms | of it waiting for data ms | loss first log | loss last log |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for preset, stats, first, last in rows:
-        steady = [stats[k] for k in ("steady_audio_per_s", "steady_step_ms", "steady_data_wait_ms")]
-        steady = " | ".join("–" if v is None else f"{v:.0f}" if i == 0 else f"{v:.1f}" for i, v in enumerate(steady))
+        steady = (f"{_cell(stats['steady_audio_per_s'], '.0f')} | {_cell(stats['steady_step_ms'], '.1f')} | "
+                  f"{_cell(stats['steady_data_wait_ms'], '.1f')}")
         print(f"| {preset} | {args.ngpu} | {args.steps} | {args.batch_size} x {args.seconds:g} | "
               f"{stats['wall_s']:.1f} | {stats['audio_per_s']:.0f} | {steady} | {first:.3f} | {last:.3f} |")  # fmt: skip
+
+
+def _cell(value, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
 
 if __name__ == "__main__":
     main()
