@@ -98,11 +98,15 @@ def use_kernel(impl: str, x: torch.Tensor, op: str) -> bool:
         kernel = True
     elif impl == "auto":
         kernel = x.is_cuda and mamba_kernels() is not None
-    path = "mamba-ssm kernel" if kernel else "pytorch"
+    _log_path(op, "mamba-ssm kernel" if kernel else "pytorch")
+    return kernel
+
+
+def _log_path(op: str, path: str) -> None:
+    """Log, once per (op, path), which path an op takes."""
     if (op, path) not in _logged:
         _logged.add((op, path))
         _logger.info("%s runs on the %s path", op, path)
-    return kernel
 
 
 def use_chunked_scan(impl: str, x: torch.Tensor, needs_grad: bool) -> bool:
@@ -113,7 +117,6 @@ def use_chunked_scan(impl: str, x: torch.Tensor, needs_grad: bool) -> bool:
         impl != "torch" and x.is_cuda and not needs_grad
         and x.shape[1] >= CHUNKED_SCAN_MIN_FRAMES and triton_available()
     )  # fmt: skip
-    if chunked and ("selective_scan", "chunked scan") not in _logged:
-        _logged.add(("selective_scan", "chunked scan"))
-        _logger.info("selective_scan runs on the Triton chunked scan (inference, long input)")
+    if chunked:
+        _log_path("selective_scan", "Triton chunked scan (inference, long input)")
     return chunked
