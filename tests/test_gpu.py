@@ -231,19 +231,52 @@ def test_model_on_chunked_scan_matches_kernel_path_with_padding(preset, monkeypa
         torch.testing.assert_close(b[1, :n], c[0], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("products, limit", [("tf32", 3e-3), ("bf16", 1e-2)])
 @pytest.mark.parametrize("causal", [False, True])
-def test_positional_conv_kernel_matches_cudnn(dtype, causal):
+def test_positional_conv_kernels_match_cudnn_with_gradients(products, limit, causal, monkeypatch):
+    """The Triton conv (TF32, or bf16 under autocast) against cuDNN in exact float32: output
+    and the gradients of x, the bias and the weight norm's g and v; each error is the largest
+    difference over the largest reference value."""
     from espnet_mamba.nn.positional import ConvPositionalEmbedding
 
     torch.manual_seed(0)
     pos_conv = ConvPositionalEmbedding(768, causal=causal).to(DEVICE)
-    x = torch.randn(2, 700, 768, device=DEVICE)
-    cudnn = pos_conv(x)  # autograd on: cuDNN, float32 (TF32 off in this file)
-    with torch.no_grad(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
-        ours = pos_conv(x)  # inference: the Triton kernel
-    assert ours.dtype == cudnn.dtype == torch.float32
-    torch.testing.assert_close(ours, cudnn.detach(), **TOL[dtype])
+    torch.nn.init.normal_(pos_conv.conv.bias)
+    x = torch.randn(2, 700, 768, device=DEVICE, requires_grad=True)
+    grad = torch.randn(2, 700, 768, device=DEVICE)
+    names, params = zip(*pos_conv.named_parameters())
+    inputs = (x, *params)
+    cudnn = pos_conv(x)  # TF32 off in this file: cuDNN in exact float32
+    expected = torch.autograd.grad(cudnn, inputs, grad)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=products == "bf16"):
+        ours = pos_conv(x)  # the Triton kernels
+    found = torch.autograd.grad(ours, inputs, grad)
+    assert ours.dtype == cudnn.dtype == torch.float32 and found[0].dtype == x.dtype
+    for name, a, b in zip(("output", "x", *names), (ours, *found), (cudnn, *expected)):
+        error = ((a.float() - b).abs().max() / b.abs().max()).item()
+        assert error < limit, (name, error)
+
+
+@pytest.mark.parametrize("mode", ["group_norm", "layer_norm"])
+def test_cnn_on_cudnn_nhwc_matches_cpu_product_with_gradients(mode):
+    """The waveform CNN's layers run as cuDNN's NHWC conv on CUDA and as a product over the
+    unfolded windows on CPU: same outputs and gradients in float32, padded batch included."""
+    from espnet_mamba.nn.feature_extractor import FeatureExtractor
+
+    torch.manual_seed(0)
+    cnn = FeatureExtractor(mode, conv_bias=True)
+    lengths = torch.tensor([8000, 6000])
+    grads = []
+    for device in ("cpu", DEVICE):
+        cnn.to(device).zero_grad()
+        x = torch.randn(2, 8000, generator=torch.Generator().manual_seed(1)).to(device).requires_grad_()
+        features, _ = cnn(x, lengths.to(device))
+        features.square().mean().backward()
+        # copies: moving the module to CUDA moves the parameters' .grad tensors in place
+        grads.append([t.detach().cpu().clone() for t in (features, x.grad, *(p.grad for p in cnn.parameters()))])
+    for cpu, gpu in zip(*grads):
+        torch.testing.assert_close(gpu, cpu, **TOL[torch.float32])
 
 
 @pytest.mark.parametrize("preset", ["mamba_base", "causal_transformer_base"])

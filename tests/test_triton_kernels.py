@@ -1,5 +1,5 @@
 """Our Triton kernels on CPU, through Triton's interpreter: the chunked scan against our
-PyTorch scan, the grouped conv against torch's conv1d.
+PyTorch scan, the grouped conv and its gradients against torch's conv1d.
 
 ``TRITON_INTERPRET=1`` must be set before Triton compiles the kernels at import, so the checks
 run in a fresh interpreter (``_run_interpreted``). The GPU tests (tests/test_gpu.py) compare
@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from espnet_mamba.ops import backend, chunked_selective_scan, grouped_conv1d_gelu
+from espnet_mamba.ops import backend, chunked_selective_scan, grouped_conv1d
 from espnet_mamba.ops.backend import triton_available
 from espnet_mamba.ops.chunked_scan import default_chunk_size
 
@@ -25,7 +25,7 @@ import json
 import torch
 import torch.nn.functional as F
 from espnet_mamba.nn.mamba import Mamba
-from espnet_mamba.ops import chunked_selective_scan, grouped_conv1d_gelu, selective_scan
+from espnet_mamba.ops import chunked_selective_scan, grouped_conv1d, selective_scan
 
 torch.manual_seed(0)
 batch, length, E, N = 2, 45, 24, 5  # N not a power of two: the state tile is padded to 8
@@ -52,10 +52,17 @@ with torch.no_grad():
     reference, _ = mixer.ssm(u.transpose(1, 2), z.transpose(1, 2), "")
 errors["mixer"] = [(time_major - reference.transpose(1, 2)).abs().max().item()]
 
-x, w, b = torch.randn(2, 37 + 7, 24), 0.2 * torch.randn(24, 6, 8), torch.randn(24)  # 4 groups, 8 taps
-y = grouped_conv1d_gelu(x, w, b, groups=4, block_t=16)  # 3 frame blocks, the last one partial
-reference = F.gelu(F.conv1d(x.transpose(1, 2), w, b, groups=4)).transpose(1, 2)
-errors["grouped conv"] = [(y - reference).abs().max().item(), float(y.shape != reference.shape)]
+for groups, width, taps in ((4, 6, 8), (2, 16, 5)):  # channels padded to 16, or not padded
+    x = torch.randn(3, 37 + taps - 1, groups * width, requires_grad=True)
+    w = (0.2 * torch.randn(groups * width, width, taps)).requires_grad_()
+    b = torch.randn(groups * width, requires_grad=True)
+    grad = torch.randn(3, 37, groups * width)
+    y = grouped_conv1d(x, w, b, groups=groups, block_t=16)  # 3 frame blocks, the last one partial
+    ours = torch.autograd.grad(y, (x, w, b), grad)
+    reference = F.conv1d(x.transpose(1, 2), w, b, groups=groups).transpose(1, 2)
+    expected = torch.autograd.grad(reference, (x, w, b), grad)
+    errors[f"grouped conv {groups} x {width}"] = [(y - reference).abs().max().item(), float(y.shape != reference.shape)]
+    errors[f"grouped conv {groups} x {width} gradients"] = [(a - e).abs().max().item() for a, e in zip(ours, expected)]
 print(json.dumps(errors))
 """
 
@@ -69,7 +76,8 @@ def _run_interpreted(code: str) -> dict:
 
 def test_kernels_match_torch_in_triton_interpreter():
     errors = _run_interpreted(_CHECKS)
-    assert set(errors) == {"zero start, 6 chunks", "initial state, 3 chunks", "mixer", "grouped conv"}
+    assert set(errors) == {"zero start, 6 chunks", "initial state, 3 chunks", "mixer", "grouped conv 4 x 6",
+                           "grouped conv 4 x 6 gradients", "grouped conv 2 x 16", "grouped conv 2 x 16 gradients"}
     for name, values in errors.items():
         assert max(values) < 1e-4, (name, values)
 
@@ -99,12 +107,12 @@ def test_chunked_scan_is_not_chosen_on_cpu_and_checks_impl():
         backend.use_chunked_scan("triton", x, needs_grad=False)
 
 
-def test_grouped_conv_refuses_autograd_and_bad_shapes():
-    x, w, b = torch.randn(1, 20, 8), torch.randn(8, 4, 3, requires_grad=True), torch.zeros(8)
-    with pytest.raises(RuntimeError, match="no backward pass"):
-        grouped_conv1d_gelu(x, w, b, groups=2)
-    with torch.no_grad(), pytest.raises(ValueError, match="unit stride on D"):
-        grouped_conv1d_gelu(x, w, b, groups=4)
+def test_grouped_conv_refuses_bad_shapes():
+    x, w, b = torch.randn(1, 20, 8), torch.randn(8, 4, 3), torch.zeros(8)
+    with pytest.raises(ValueError, match="unit stride on D"):
+        grouped_conv1d(x, w, b, groups=4)
+    with pytest.raises(ValueError, match="fewer than the 3 taps"):
+        grouped_conv1d(x[:, :2], w, b, groups=2)
 
 
 def test_needs_autograd_follows_grad_mode_input_and_parameters():

@@ -14,8 +14,12 @@ chunked_scan
 pos_conv   HuBERT's positional conv (768 channels, 16 groups, 128 taps) + GELU at 500-32000
            frames: cuDNN in float32 (TF32) against our Triton kernel in bfloat16 over frame
            blocks, warps and pipeline stages; the largest difference from cuDNN without TF32.
+           Then forward + backward at 8 x 749 and 1 x 16000 frames, cuDNN against Triton.
+cnn_conv   the waveform CNN's first four layers with LayerNorm and GELU, bf16, at 8 x 15 s and
+           1 x 320 s: the product over unfolded windows against cuDNN's NHWC conv2d, forward
+           and forward + backward.
 
-    python tools/gpu_micro.py sdpa scan_rows chunked_scan pos_conv
+    python tools/gpu_micro.py sdpa scan_rows chunked_scan pos_conv cnn_conv
 """
 
 import itertools
@@ -110,7 +114,7 @@ def chunked_scan() -> None:
 
 
 def pos_conv() -> None:
-    from espnet_mamba.ops import grouped_conv1d_gelu
+    from espnet_mamba.ops import grouped_conv1d
 
     channels, groups, taps = 768, 16, 128
     weight = torch.randn(channels, channels // groups, taps, device="cuda") * (4 / (taps * channels)) ** 0.5
@@ -130,8 +134,8 @@ def pos_conv() -> None:
         x16, results = x.bfloat16(), []
         for block_t, warps, stages in itertools.product((64, 128, 256), (4, 8), (2, 3, 4)):
             def ours():
-                return grouped_conv1d_gelu(x16, weight, bias, groups, block_t=block_t, num_warps=warps,
-                                           num_stages=stages)
+                return F.gelu(grouped_conv1d(x16, weight, bias, groups, block_t=block_t, num_warps=warps,
+                                             num_stages=stages))
 
             try:
                 err = ((ours() - ref).abs().max() / ref.abs().max()).item()
@@ -141,10 +145,53 @@ def pos_conv() -> None:
             results.append((cuda_ms(ours, repeat=5), block_t, warps, stages, err))
         for ms, block_t, warps, stages, err in sorted(results)[:4]:
             print(f"| {frames} | triton bf16 | {block_t} | {warps} | {stages} | {ms:.3f} | {err:.1e} |")
+    print("\n| batch x frames | forward + backward | ms |\n|---|---|---|")
+    for batch, frames in ((8, 749), (1, 16000)):
+        x = torch.randn(batch, frames + taps - 1, channels, device="cuda", requires_grad=True)
+        w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+        grad = torch.randn(batch, frames, channels, device="cuda")
+        runs = {
+            "cuDNN float32 (TF32)": lambda: F.gelu(F.conv1d(x.transpose(1, 2), w, b, groups=groups)).transpose(1, 2),
+            "triton bf16": lambda: F.gelu(grouped_conv1d(x.bfloat16(), w, b, groups)),
+        }
+        for name, run in runs.items():
+            print(f"| {batch} x {frames} | {name} | {cuda_ms(lambda: run().backward(grad), repeat=5):.3f} |")
+
+
+def cnn_conv() -> None:
+    """The waveform CNN's layers 1-4 (LayerNorm and GELU included), bf16 autocast, at the
+    sizes of 8 x 15 s and 1 x 320 s: the product over unfolded windows against cuDNN's NHWC
+    conv2d on the (batch, C, 1, L) view of the channels-last input."""
+
+    def unfolded(x, w, stride):
+        return F.linear(x.unfold(1, w.shape[-1], stride).flatten(2), w.flatten(1))
+
+    def nhwc(x, w, stride):
+        return F.conv2d(x.transpose(1, 2).unsqueeze(2), w.unsqueeze(2), stride=(1, stride)).squeeze(2).transpose(1, 2)
+
+    print("| batch x input frames | C_in, kernel, stride | conv | forward ms | forward + backward ms |\n|---|---|---|---|---|")
+    for batch, seconds in ((8, 15), (1, 320)):
+        length = seconds * 16000
+        for c_in, kernel, stride in ((1, 10, 5), (512, 3, 2), (512, 3, 2), (512, 3, 2)):
+            x = torch.randn(batch, length, c_in, device="cuda", requires_grad=True)
+            w = (torch.randn(512, c_in, kernel, device="cuda") / (c_in * kernel) ** 0.5).requires_grad_()
+            for name, conv in (("unfolded product", unfolded), ("cuDNN NHWC conv2d", nhwc)):
+                def forward():
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        return F.gelu(F.layer_norm(conv(x, w, stride), (512,)))
+
+                def inference():
+                    with torch.no_grad():
+                        forward()
+
+                ms = cuda_ms(inference, repeat=5), cuda_ms(lambda: forward().float().square().mean().backward(), repeat=5)
+                print(f"| {batch} x {length} | {c_in}, {kernel}, {stride} | {name} | {ms[0]:.3f} | {ms[1]:.3f} |")
+            length = (length - kernel) // stride + 1
 
 
 if __name__ == "__main__":
-    checks = {"sdpa": sdpa, "scan_rows": scan_rows, "chunked_scan": chunked_scan, "pos_conv": pos_conv}
+    checks = {"sdpa": sdpa, "scan_rows": scan_rows, "chunked_scan": chunked_scan, "pos_conv": pos_conv,
+              "cnn_conv": cnn_conv}
     for name in sys.argv[1:] or checks:
         if name not in checks:
             raise SystemExit(f"unknown check {name!r}; choose from {sorted(checks)}")

@@ -47,12 +47,16 @@ class ConvStreamState:
 class ConvLayer(nn.Module):
     """Conv1d -> (norm) -> GELU on channels-last (batch, L, C_in) -> (batch, L', C_out).
 
-    The convolution runs as one matrix product over the unfolded windows (batch, L', C_in * k):
-    no layout copies around cuDNN, and the per-frame LayerNorm then normalises a contiguous
-    last dimension (at 640 s on an H200: 31 ms eager and 12 ms compiled, against 115 and 21 ms
-    for Conv1d on (batch, C, L)). Run eagerly, the output keeps the product's dtype, so under
-    autocast the activations, the largest tensors of long inputs, are stored in bfloat16. The
-    parameters are those of ``nn.Conv1d`` (fairseq/torchaudio names).
+    The layout stays channels-last throughout, so the per-frame LayerNorm normalises a
+    contiguous last dimension and no layout copies surround the conv. On CUDA, a layer with
+    several input channels is cuDNN's NHWC conv2d on the (batch, C_in, 1, L) view of x; on CPU,
+    and for the first layer's single input channel, it is one matrix product over the unfolded
+    windows (batch, L', C_in * k). (H200, bf16: the NHWC conv's forward + backward is 1.5x the
+    unfolded product's speed; on this repository's 2-core CPU the product is 2x faster for
+    streaming chunks. docs/benchmarks.md, "The waveform CNN on cuDNN's NHWC conv".) Run eagerly,
+    the output keeps the product's dtype, so under autocast the activations, the largest
+    tensors of long inputs, are stored in bfloat16. The parameters are those of ``nn.Conv1d``
+    (fairseq/torchaudio names).
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, norm: Optional[str], bias: bool):
@@ -68,17 +72,26 @@ class ConvLayer(nn.Module):
             self.layer_norm = None
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        windows = x.unfold(1, self.kernel, self.stride).flatten(2)  # (batch, L', C_in * k)
-        x = F.linear(windows, self.conv.weight.flatten(1), self.conv.bias)
+        x = self._convolve(x)
         dtype = x.dtype  # bfloat16 under autocast: the next layer's product reads it so anyway
         if self.norm_type == "layer_norm":
             x = self.layer_norm(x)
         elif self.norm_type == "group_norm":
             x = self._masked_group_norm(x, lengths)
         x = F.gelu(x)
-        # Under torch.compile Inductor fuses norm, GELU and the next layer's unfold and cast;
-        # casting here splits that fusion (CNN 12 -> 20 ms at 640 s, H200).
+        # Under torch.compile Inductor fuses norm, GELU and the cast the next layer needs;
+        # casting here split that fusion (CNN 12 -> 20 ms at 640 s, H200, measured when every
+        # layer was an unfolded product).
         return x if torch.compiler.is_compiling() else x.to(dtype)
+
+    def _convolve(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, L, C_in) -> (batch, L', C_out), channels-last in and out."""
+        if x.is_cuda and self.conv.in_channels > 1:
+            y = F.conv2d(x.transpose(1, 2).unsqueeze(2), self.conv.weight.unsqueeze(2), self.conv.bias,
+                         stride=(1, self.stride))  # fmt: skip
+            return y.squeeze(2).transpose(1, 2)
+        windows = x.unfold(1, self.kernel, self.stride).flatten(2)  # (batch, L', C_in * k)
+        return F.linear(windows, self.conv.weight.flatten(1), self.conv.bias)
 
     def _masked_group_norm(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
         """GroupNorm(C, C) on (batch, L', C): each channel's mean and variance over each
@@ -120,9 +133,13 @@ class FeatureExtractor(nn.Module):
             ``group_norm`` mode) run over time segments of ``segment_frames`` output frames,
             each segment checkpointed on its own, so that one segment's activations are alive
             at a time; the first layer in ``group_norm`` mode is checkpointed whole.
+            Segments of 4096 frames (82 s) keep the convs large: on an H200 the recomputed
+            LayerNorm CNN's step at 320 s took 48 ms with them, against 77 ms with 1024-frame
+            segments (113 ms under cuDNN's deterministic mode, ESPnet's default), for 1.9 GB
+            more memory.
     """
 
-    segment_frames = 1024
+    segment_frames = 4096
 
     def __init__(self, mode: str = "group_norm", conv_layers=HUBERT_CONV_LAYERS, conv_bias: bool = False,
                  recompute: bool = False):
