@@ -231,10 +231,10 @@ def test_model_on_chunked_scan_matches_kernel_path_with_padding(preset, monkeypa
         torch.testing.assert_close(b[1, :n], c[0], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("products, limit", [("tf32", 3e-3), ("bf16", 1e-2)])
+@pytest.mark.parametrize("products, limit", [("tf32", 3e-3), ("bf16", 1e-2), ("fp16", 3e-3)])
 @pytest.mark.parametrize("causal", [False, True])
 def test_positional_conv_kernels_match_cudnn_with_gradients(products, limit, causal, monkeypatch):
-    """The Triton conv (TF32, or bf16 under autocast) against cuDNN in exact float32: output
+    """The Triton conv (TF32, or bf16 / fp16 under autocast) against cuDNN in exact float32: output
     and the gradients of x, the bias and the weight norm's g and v; each error is the largest
     difference over the largest reference value."""
     from espnet_mamba.nn.positional import ConvPositionalEmbedding
@@ -249,7 +249,8 @@ def test_positional_conv_kernels_match_cudnn_with_gradients(products, limit, cau
     cudnn = pos_conv(x)  # TF32 off in this file: cuDNN in exact float32
     expected = torch.autograd.grad(cudnn, inputs, grad)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=products == "bf16"):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(products)
+    with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
         ours = pos_conv(x)  # the Triton kernels
     found = torch.autograd.grad(ours, inputs, grad)
     assert ours.dtype == cudnn.dtype == torch.float32 and found[0].dtype == x.dtype
