@@ -14,6 +14,7 @@ others.
 from typing import Dict, Optional, Tuple
 
 import torch
+from espnet2.legacy.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet2.ssl.utils.mask import Masking
 
 
@@ -62,13 +63,14 @@ def covers(masking: Masking) -> bool:
 
 
 def apply_masking(
-    masking: Masking, x: torch.Tensor, lengths: torch.Tensor, padding: torch.Tensor
+    masking: Masking, x: torch.Tensor, lengths: torch.Tensor
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """ESPnet's ``masking(x, padding)``: masked frames of x (batch, frames, D) replaced by the
     util's mask embedding; returns x and {"mask_m": mask, "mask_u": ~mask}, masks on x's
-    device. ``lengths`` (batch,) are the real frames, ``padding`` the same as a pad mask."""
+    device. ``lengths`` (batch,) are the real frames; the pad mask ESPnet's util takes is
+    formed from them only where that util runs."""
     if not covers(masking):
-        return masking(x, padding)
+        return masking(x, make_pad_mask(lengths, maxlen=x.shape[1]).to(x.device))
     mask = span_mask(x.shape[0], x.shape[1], lengths, masking.mask_prob, masking.mask_length)
     mask = mask.to(x.device, non_blocking=True)
     x = torch.where(mask[..., None], masking.mask_embedding.to(x.dtype), x)

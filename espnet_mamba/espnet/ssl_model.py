@@ -10,7 +10,6 @@ unchanged.
 from typing import Dict
 
 import torch
-from espnet2.legacy.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet2.ssl.espnet_model import ESPnetSSLModel
 
 from espnet_mamba.espnet.encoder import MambaHuBERTEncoder
@@ -43,8 +42,7 @@ class MambaHuBERTSSLModel(ESPnetSSLModel):
             x, lengths = self.encoder.embed(speech, speech_lengths)
             data = {}
             if "mask" in self.util_attributes:
-                padding = make_pad_mask(lengths).to(x.device)
-                x, data["mask_info"] = apply_masking(self.util_modules["mask"], x, lengths, padding)
+                x, data["mask_info"] = apply_masking(self.util_modules["mask"], x, lengths)
             hidden_states = self.encoder.encode(x, lengths)
         data["encoder_output"] = hidden_states[1:]
         data["encoder_output_lengths"] = lengths
