@@ -12,7 +12,7 @@ import torch
 import espnet_mamba
 from espnet_mamba.nn.bidirectional import ExtBiMamba, InnBiMamba
 from espnet_mamba.nn.mamba import Mamba
-from espnet_mamba.ops import backend, causal_conv1d, chunked_selective_scan, mamba_kernels, selective_scan
+from espnet_mamba.ops import backend, causal_conv1d, chunked_scan, chunked_selective_scan, mamba_kernels, selective_scan
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
@@ -199,6 +199,45 @@ def test_chunked_scan_initial_and_last_state_match_torch():
         ours, last = chunked_selective_scan(**_time_major(inputs), initial_state=initial, chunk_size=64)
     torch.testing.assert_close(ours.transpose(1, 2), ref, **TOL[torch.float32])
     torch.testing.assert_close(last, ref_last, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("programs_per_sm", [16, 0.1])
+def test_chunked_scan_gradients_match_kernel(dtype, programs_per_sm, monkeypatch):
+    # 2 x 16 chunks of 64 frames (the last one partial) x 2 channel blocks: at 0.1 programs
+    # per SM, fewer programs than tiles, so that programs loop over tiles as at full size
+    monkeypatch.setattr(chunked_scan, "_GRAD_PROGRAMS_PER_SM", programs_per_sm)
+    inputs = _scan_inputs(dtype, length=1001)
+    expected = _grads(selective_scan(**inputs, delta_softplus=True, impl="kernel"), inputs)
+    time_major = {k: v.detach().clone().requires_grad_() for k, v in _time_major(inputs).items()}
+    ours, _ = chunked_selective_scan(**time_major)
+    grads = _grads(ours, time_major)
+    for name, grad in grads.items():
+        grad = grad.transpose(1, 2) if grad.dim() == 3 else grad
+        assert grad.dtype == expected[name].dtype, name
+        rel = (grad.float() - expected[name].float()).abs().max() / expected[name].float().abs().max()
+        assert rel < (2e-5 if dtype == torch.float32 else 1e-2), (name, rel.item())
+
+
+@pytest.mark.parametrize("mixer_class", [Mamba, InnBiMamba, ExtBiMamba])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mixer_chunked_scan_training_matches_kernel_path(mixer_class, dtype, monkeypatch):
+    torch.manual_seed(0)
+    mixer = mixer_class(128, d_state=24, expand=3, impl="kernel").to(DEVICE)
+    x = torch.randn(2, 1000, 128, device=DEVICE)
+    results = []
+    for min_frames in (10**9, 1):  # mamba_inner_fn, then the chunked scan
+        monkeypatch.setattr(backend, "CHUNKED_SCAN_MIN_TRAIN_FRAMES", min_frames)
+        assert (mixer.forward_mamba if mixer_class is ExtBiMamba else mixer).runs_chunked_scan(x) == (min_frames == 1)
+        mixer.zero_grad()
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+            y = mixer(x)
+        y.float().square().mean().backward()
+        results.append([y.float()] + [p.grad.float().clone() for p in mixer.parameters()])
+    names = ["output"] + [name for name, _ in mixer.named_parameters()]
+    for name, kernel, chunked in zip(names, *results):
+        rel = (chunked - kernel).abs().max() / kernel.abs().max()
+        assert rel < (1e-4 if dtype == torch.float32 else 3e-2), (name, rel.item())
 
 
 @pytest.mark.parametrize("mixer_class", [Mamba, InnBiMamba, ExtBiMamba])

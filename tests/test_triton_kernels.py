@@ -1,5 +1,5 @@
-"""Our Triton kernels on CPU, through Triton's interpreter: the chunked scan against our
-PyTorch scan, the grouped conv and its gradients against torch's conv1d.
+"""Our Triton kernels on CPU, through Triton's interpreter: the chunked scan and its gradients
+against our PyTorch scan, the grouped conv and its gradients against torch's conv1d.
 
 ``TRITON_INTERPRET=1`` must be set before Triton compiles the kernels at import, so the checks
 run in a fresh interpreter (``_run_interpreted``). The GPU tests (tests/test_gpu.py) compare
@@ -16,7 +16,7 @@ import torch
 
 from espnet_mamba.ops import backend, chunked_selective_scan, grouped_conv1d
 from espnet_mamba.ops.backend import triton_available
-from espnet_mamba.ops.chunked_scan import default_chunk_size
+from espnet_mamba.ops.chunked_scan import default_chunk_size, train_chunk_size
 
 pytestmark = pytest.mark.skipif(not triton_available(), reason="Triton is not installed on this platform")
 
@@ -44,13 +44,30 @@ for name, chunk, h0 in (("zero start, 6 chunks", 8, None), ("initial state, 3 ch
     )
     errors[name] = [(y - ref.transpose(1, 2)).abs().max().item(), (last - ref_last).abs().max().item()]
 
-mixer = Mamba(8, d_state=4, expand=3, impl="torch").eval()
+# The backward pass: 6 chunks (the last one partial) x 2 sequences, 12 tiles for the 3 programs
+# it runs under the interpreter, so each loops over tiles; B and C strided views of one tensor
+leaves = [t.clone().requires_grad_() for t in (u, delta, A, x_dbl, D, z, bias)]
+u_, delta_, A_, x_dbl_, D_, z_, bias_ = leaves
+B_, C_ = x_dbl_[..., 3 : 3 + N], x_dbl_[..., 3 + N :]
+grad = torch.randn(batch, length, E)
+y, _ = chunked_selective_scan(u_, delta_, A_, B_, C_, D_, z_, bias_, chunk_size=8)
+ours = torch.autograd.grad(y, leaves, grad, retain_graph=True)  # B_, C_ are in both graphs
+ref = selective_scan(*(t.transpose(1, 2) for t in (u_, delta_)), A_, B_.transpose(1, 2), C_.transpose(1, 2), D_,
+                     z_.transpose(1, 2), bias_, True, impl="torch")  # fmt: skip
+expected = torch.autograd.grad(ref.transpose(1, 2), leaves, grad)
+errors["gradients, relative"] = [((a - e).abs().max() / e.abs().max()).item() for a, e in zip(ours, expected)]
+
+mixer = Mamba(8, d_state=4, expand=3, impl="torch")
 x = torch.randn(2, 37, 8)
-with torch.no_grad():
-    u, z = mixer.project_in_time_major(x)
-    time_major = mixer.ssm_time_major(u, z, "")
-    reference, _ = mixer.ssm(u.transpose(1, 2), z.transpose(1, 2), "")
+u, z = mixer.project_in_time_major(x)
+time_major = mixer.ssm_time_major(u, z, "")
+reference, _ = mixer.ssm(u.transpose(1, 2), z.transpose(1, 2), "")
 errors["mixer"] = [(time_major - reference.transpose(1, 2)).abs().max().item()]
+params = [p for name, p in mixer.named_parameters() if not name.startswith("out_proj")]  # not in ssm
+ours = torch.autograd.grad(time_major.square().sum(), params, retain_graph=True)  # in_proj: in both
+expected = torch.autograd.grad(reference.square().sum(), params)
+errors["mixer gradients, relative"] = [((a - e).abs().max() / e.abs().max()).item()
+                                       for a, e in zip(ours, expected) if e.abs().max() > 0]  # fmt: skip
 
 for groups, width, taps in ((4, 6, 8), (2, 16, 5)):  # channels padded to 16, or not padded
     x = torch.randn(3, 37 + taps - 1, groups * width, requires_grad=True)
@@ -76,7 +93,8 @@ def _run_interpreted(code: str) -> dict:
 
 def test_kernels_match_torch_in_triton_interpreter():
     errors = _run_interpreted(_CHECKS)
-    assert set(errors) == {"zero start, 6 chunks", "initial state, 3 chunks", "mixer", "grouped conv 4 x 6",
+    assert set(errors) == {"zero start, 6 chunks", "initial state, 3 chunks", "gradients, relative", "mixer",
+                           "mixer gradients, relative", "grouped conv 4 x 6",
                            "grouped conv 4 x 6 gradients", "grouped conv 2 x 16", "grouped conv 2 x 16 gradients"}
     for name, values in errors.items():
         assert max(values) < 1e-4, (name, values)
@@ -88,14 +106,20 @@ def test_default_chunk_size_grows_as_sqrt_of_length_within_bounds():
     assert default_chunk_size(8192) == 128
     assert default_chunk_size(32000) == 256
     assert default_chunk_size(10**7) == 512
+    assert train_chunk_size(750) == 64  # a 15 s utterance in training
+    assert train_chunk_size(16000) == 128
 
 
-def test_chunked_scan_refuses_autograd_and_bad_layouts():
+def test_chunked_scan_refuses_initial_state_with_autograd_and_bad_layouts():
     u = torch.randn(1, 10, 4, requires_grad=True)
     args = (torch.randn(1, 10, 4), -torch.rand(4, 2), torch.randn(1, 10, 2), torch.randn(1, 10, 2),
             torch.ones(4), torch.randn(1, 10, 4), torch.zeros(4))  # fmt: skip
-    with pytest.raises(RuntimeError, match="no backward pass"):
-        chunked_selective_scan(u, *args)
+    with pytest.raises(RuntimeError, match="starts from a zero state"):
+        chunked_selective_scan(u, *args, initial_state=torch.zeros(1, 4, 2))
+    huge, huge_states = (torch.zeros(1, 1, n).expand(2**16, 2**15, n) for n in (4, 2))  # 2^33 elements, no memory
+    with torch.no_grad(), pytest.raises(ValueError, match="32-bit offsets"):
+        chunked_selective_scan(huge, huge, -torch.rand(4, 2), huge_states, huge_states, torch.ones(4), huge,
+                               torch.zeros(4))  # fmt: skip
     with torch.no_grad(), pytest.raises(ValueError, match="u must be"):
         chunked_selective_scan(u.transpose(1, 2).contiguous().transpose(1, 2), *args)
 

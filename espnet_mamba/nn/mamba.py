@@ -149,8 +149,8 @@ class Mamba(nn.Module):
         return xz if self.in_proj.bias is None else xz + self.in_proj.bias.to(xz.dtype)[:, None]
 
     def runs_chunked_scan(self, x: torch.Tensor) -> bool:
-        """Whether forward(x) takes the time-major path of the chunked scan (long inputs,
-        inference on CUDA; see :func:`espnet_mamba.ops.use_chunked_scan`)."""
+        """Whether forward(x) takes the time-major path of the chunked scan (on CUDA, long
+        inputs or large training batches; see :func:`espnet_mamba.ops.use_chunked_scan`)."""
         return use_chunked_scan(self.impl, x, needs_autograd(x, *self.parameters()))
 
     def project_in_time_major(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -161,7 +161,7 @@ class Mamba(nn.Module):
         return u, z
 
     def ssm_time_major(self, u: torch.Tensor, z: torch.Tensor, suffix: str) -> torch.Tensor:
-        """:meth:`ssm` on the chunked scan, no autograd: u, z (batch, L, E) -> (batch, L, E).
+        """:meth:`ssm` on the chunked scan: u, z (batch, L, E) -> (batch, L, E).
 
         Everything stays time-major, the layout of the products, so nothing is transposed;
         the depthwise conv runs on the channel-last view."""

@@ -1,6 +1,6 @@
 """The Mamba ops, each one function that runs a kernel or its exact PyTorch twin (nothing
-above this layer knows which one ran), and two Triton kernels of ours: the chunked scan, for
-inference where ``use_chunked_scan`` says so, and the positional conv, with a backward pass."""
+above this layer knows which one ran), and two Triton kernels of ours, each with a backward
+pass: the chunked scan, where ``use_chunked_scan`` says so, and the positional conv."""
 
 from espnet_mamba.ops.backend import (
     IMPLS, mamba_kernels, needs_autograd, triton_available, use_chunked_scan, use_kernel,

@@ -7,10 +7,11 @@
   kernels are not installed (``pip install espnet-mamba[cuda]``);
 * ``torch``: always our PyTorch code (exact, any device).
 
-Under ``auto`` and ``kernel``, inference (no autograd) on CUDA inputs of at least
-``CHUNKED_SCAN_MIN_FRAMES`` frames runs the Mamba mixer time-major on our Triton chunked scan
+Under ``auto`` and ``kernel``, the Mamba mixer runs time-major on our Triton chunked scan
 (:mod:`espnet_mamba.ops.chunked_scan`), which parallelises over time where mamba-ssm's scan
-cannot (see :func:`use_chunked_scan`).
+cannot, for CUDA inputs of at least ``CHUNKED_SCAN_MIN_FRAMES`` frames in inference, and of
+at least ``CHUNKED_SCAN_MIN_TRAIN_FRAMES`` frames in the batch with autograd (see
+:func:`use_chunked_scan`).
 
 The choice made is logged once per (op, path).
 """
@@ -29,6 +30,10 @@ IMPLS = ("auto", "kernel", "torch")
 # From this many frames on the chunked scan is at least as fast as mamba-ssm's in the model
 # (docs/benchmarks.md, "Where the chunked scan starts")
 CHUNKED_SCAN_MIN_FRAMES = 4096
+# With autograd, from this many frames in the batch (batch x L) on: below it, a mixer's
+# forward and backward are bound by kernel launches, and the chunked path launches more than
+# mamba-ssm's mamba_inner_fn (docs/benchmarks.md, "The chunked scan in training")
+CHUNKED_SCAN_MIN_TRAIN_FRAMES = 4096
 
 _logger = logging.getLogger("espnet_mamba.ops")
 _logged = set()
@@ -110,13 +115,16 @@ def _log_path(op: str, path: str) -> None:
 
 
 def use_chunked_scan(impl: str, x: torch.Tensor, needs_grad: bool) -> bool:
-    """Whether a mixer on input x (batch, L, D) should run on the chunked scan: CUDA, no
-    autograd, at least ``CHUNKED_SCAN_MIN_FRAMES`` frames, ``impl`` not "torch", Triton present."""
+    """Whether a mixer on input x (batch, L, D) should run on the chunked scan: CUDA, ``impl``
+    not "torch", Triton present, and at least ``CHUNKED_SCAN_MIN_FRAMES`` frames (inference) or
+    ``CHUNKED_SCAN_MIN_TRAIN_FRAMES`` frames in the batch (``needs_grad``)."""
     check_impl(impl)
-    chunked = (
-        impl != "torch" and x.is_cuda and not needs_grad
-        and x.shape[1] >= CHUNKED_SCAN_MIN_FRAMES and triton_available()
-    )  # fmt: skip
+    if impl == "torch" or not x.is_cuda or not triton_available():
+        return False
+    if needs_grad:
+        chunked, setting = x.shape[0] * x.shape[1] >= CHUNKED_SCAN_MIN_TRAIN_FRAMES, "training"
+    else:
+        chunked, setting = x.shape[1] >= CHUNKED_SCAN_MIN_FRAMES, "inference, long input"
     if chunked:
-        _log_path("selective_scan", "Triton chunked scan (inference, long input)")
+        _log_path("selective_scan", f"Triton chunked scan ({setting})")
     return chunked

@@ -1,10 +1,10 @@
-"""Mamba's selective scan cut along time into chunks that run side by side (Triton, inference).
+"""Mamba's selective scan cut along time into chunks that run side by side (Triton).
 
 mamba-ssm's scan kernel walks each (batch, channel) row's whole sequence inside one thread
 block. A batch of one long recording therefore gives the GPU only E rows of work, each
 sequential over all L frames: at 32k frames (E 2304, N 24) on an H200 it takes 2.68 ms as one
 row against 1.85 ms for the same frames as 16 rows. This scan cuts time into chunks of T
-frames and runs them in parallel, in three passes:
+frames and runs them in parallel. The forward pass has three passes:
 
 1. ``_scan_chunks(WRITE_OUTPUT=False)``: each chunk is scanned from a zero state; its end
    state h_end[k] and the sum of its dt are kept, (batch, K, N, E) and (batch, K, E);
@@ -13,15 +13,31 @@ frames and runs them in parallel, in three passes:
 3. ``_scan_chunks(WRITE_OUTPUT=True)``: each chunk is scanned again from its true start state,
    writing y = (C . h + D * u) * silu(z).
 
-Every exponential is computed twice (passes 1 and 3), the price of the parallelism. The
-tensors are time-major, (batch, L, E), the layout in which in_proj and dt_proj produce them,
-so that one frame's channels are one contiguous load. There is no autograd: training keeps
-mamba-ssm's kernels, which have a backward pass.
+Every exponential is computed twice (passes 1 and 3), the price of the parallelism.
+
+The backward pass (training) keeps the start states of the forward and runs the same scheme
+on the adjoint g_t = dL/dh_t, which flows backwards in time:
+g_t = C_t * dy_t + exp(dt_{t+1} A) * g_{t+1}, with dy the gradient of C . h (dout * silu(z)).
+
+4. ``_adjoint_chunks``: each chunk's adjoint from a zero one after its last frame, as it
+   leaves the chunk's first frame;
+5. ``_chain_chunks(REVERSE=True)``: the same chain from the last chunk to the first gives the
+   adjoint flowing into each chunk's last frame;
+6. ``_grad_chunks``: per chunk, a forward sweep from h_start keeps each frame's state in a
+   scratch buffer of its program (the states are needed again in reverse order, and a
+   frame's state cannot be recovered from the next one without dividing by a decay that
+   may underflow) and gives dz and dC; a backward sweep from the adjoint flowing in gives
+   du, d(delta) and dB, and sums dA, dD and d(delta_bias). dB and dC are sums over all
+   channels: each program writes its channel block's sum, and a torch sum adds the blocks.
+
+The tensors are time-major, (batch, L, E), the layout in which in_proj and dt_proj produce
+them, so that one frame's channels are one contiguous load.
 
 The recurrence is the one of :mod:`espnet_mamba.ops.selective_scan`, with
 dt = softplus(delta + delta_bias). Triton compiles the kernels on first use, for each number
 of states and chunk size (a few seconds). Under ``TRITON_INTERPRET=1`` they run on CPU tensors
-(the tests use this). Measurements: docs/benchmarks.md, "Triton kernels for inference".
+(the tests use this). Measurements: docs/benchmarks.md, "Triton kernels for inference" and
+"The chunked scan in training".
 """
 
 import math
@@ -140,11 +156,12 @@ if triton_available():
     def _chain_chunks(
         a_ptr, end_ptr, dt_sum_ptr, start_ptr, initial_ptr, last_ptr,
         num_chunks, channels, states,
-        HAS_INITIAL: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr,
+        HAS_INITIAL: tl.constexpr, REVERSE: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr,
     ):  # fmt: skip
         """Per (channel block, batch): each chunk's start state from the chunks before it,
         and the state after the last chunk. Each chunk's end state and dt sum are loaded one
-        chunk ahead."""
+        chunk ahead. REVERSE walks from the last chunk to the first: the same chain for the
+        adjoint, with a chunk's "end" the adjoint leaving its first frame."""
         pid_e, batch = tl.program_id(0), tl.program_id(1)
         e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
         n = tl.arange(0, BLOCK_N)
@@ -156,22 +173,200 @@ if triton_available():
             h = tl.load(initial_ptr + batch * states * channels + ne, mask=ne_ok, other=0.0)
         else:
             h = tl.zeros((BLOCK_N, BLOCK_E), dtype=tl.float32)
-        state_at = batch * num_chunks * states * channels + ne
-        sum_at = dt_sum_ptr + batch * num_chunks * channels + e
+        if REVERSE:
+            first, step = num_chunks - 1, -1
+        else:
+            first, step = 0, 1
+        state_at = (batch * num_chunks + first) * states * channels + ne
+        sum_at = dt_sum_ptr + (batch * num_chunks + first) * channels + e
         end_next = tl.load(end_ptr + state_at, mask=ne_ok, other=0.0)
         dt_sum_next = tl.load(sum_at, mask=e_ok, other=0.0)
         k = 0
         while k < num_chunks:  # a while loop: Triton's interpreter cannot range() over an argument
             end, dt_sum = end_next, dt_sum_next
             more = k + 1 < num_chunks
-            end_next = tl.load(end_ptr + state_at + states * channels, mask=ne_ok & more, other=0.0)
-            dt_sum_next = tl.load(sum_at + channels, mask=e_ok & more, other=0.0)
+            end_next = tl.load(end_ptr + state_at + step * states * channels, mask=ne_ok & more, other=0.0)
+            dt_sum_next = tl.load(sum_at + step * channels, mask=e_ok & more, other=0.0)
             tl.store(start_ptr + state_at, h, mask=ne_ok)
             h = tl.exp2(dt_sum[None, :] * a2) * h + end
-            state_at += states * channels
-            sum_at += channels
+            state_at += step * states * channels
+            sum_at += step * channels
             k += 1
         tl.store(last_ptr + batch * states * channels + ne, h, mask=ne_ok)
+
+    @triton.jit(do_not_specialize=["channels"])
+    def _adjoint_chunks(
+        delta_ptr, c_ptr, z_ptr, dout_ptr, a_ptr, bias_ptr, carry_ptr, length, channels,
+        STATES: tl.constexpr, LOW: tl.constexpr, HIGH: tl.constexpr, CHUNK: tl.constexpr,
+        BLOCK_E: tl.constexpr,
+    ):  # fmt: skip
+        """Per (channel block, chunk, batch), from a zero adjoint after the chunk's last frame
+        and backwards through it: the adjoint leaving its first frame t0, exp(dt_t0 A) g_t0,
+        (batch, K, N, E). Inputs contiguous, (batch, L, E) and (batch, L, N)."""
+        pid_e, chunk, batch = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
+        n_low, n_high = tl.arange(0, LOW), LOW + tl.arange(0, HIGH)
+        e_ok, high_ok = e < channels, n_high < STATES
+        low_at = n_low[:, None] * channels + e[None, :]
+        high_at = n_high[:, None] * channels + e[None, :]
+        low_ok2, high_ok2 = (n_low < LOW)[:, None] & e_ok[None, :], high_ok[:, None] & e_ok[None, :]
+        a2_low = tl.load(a_ptr + low_at, mask=low_ok2, other=0.0) * 1.4426950408889634
+        a2_high = tl.load(a_ptr + high_at, mask=high_ok2, other=0.0) * 1.4426950408889634
+        bias = tl.load(bias_ptr + e, mask=e_ok, other=0.0)
+        g_low = tl.zeros((LOW, BLOCK_E), dtype=tl.float32)
+        g_high = tl.zeros((HIGH, BLOCK_E), dtype=tl.float32)
+        t = chunk * CHUNK + CHUNK - 1
+        row = batch * length + t
+        for i in range(CHUNK):
+            ok = t < length
+            at = row * channels + e
+            delta = tl.load(delta_ptr + at, mask=e_ok & ok, other=0.0).to(tl.float32)
+            z = tl.load(z_ptr + at, mask=e_ok & ok, other=0.0).to(tl.float32)
+            dy = tl.load(dout_ptr + at, mask=e_ok & ok, other=0.0).to(tl.float32) * z * tl.sigmoid(z)
+            c_low, c_high = _load_states(c_ptr + row * STATES, n_low, n_high, high_ok, ok)
+            dt = tl.where(ok, _softplus(delta + bias), 0.0)
+            g_low = tl.exp2(dt[None, :] * a2_low) * (c_low.to(tl.float32)[:, None] * dy[None, :] + g_low)
+            g_high = tl.exp2(dt[None, :] * a2_high) * (c_high.to(tl.float32)[:, None] * dy[None, :] + g_high)
+            t -= 1
+            row -= 1
+        state_at = carry_ptr + (batch * tl.num_programs(1) + chunk) * STATES * channels
+        tl.store(state_at + low_at, g_low, mask=low_ok2)
+        tl.store(state_at + high_at, g_high, mask=high_ok2)
+
+    @triton.jit
+    def _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row, e, n_low, n_high, high_ok, e_ok, ok, channels,
+               STATES: tl.constexpr):  # fmt: skip
+        """Frame ``row`` (batch * L + t) of the contiguous inputs, as stored: u, delta, z, dout
+        (channels) and B, C (low and high states), zeros where not ok."""
+        at, m = row * channels + e, e_ok & ok
+        u = tl.load(u_ptr + at, mask=m, other=0.0)
+        delta = tl.load(delta_ptr + at, mask=m, other=0.0)
+        z = tl.load(z_ptr + at, mask=m, other=0.0)
+        dout = tl.load(dout_ptr + at, mask=m, other=0.0)
+        b_low, b_high = _load_states(b_ptr + row * STATES, n_low, n_high, high_ok, ok)
+        c_low, c_high = _load_states(c_ptr + row * STATES, n_low, n_high, high_ok, ok)
+        return u, delta, z, dout, b_low, b_high, c_low, c_high
+
+    @triton.jit(do_not_specialize=["channels"])
+    def _grad_chunks(
+        u_ptr, delta_ptr, b_ptr, c_ptr, z_ptr, dout_ptr, a_ptr, d_ptr, bias_ptr, start_ptr, into_ptr,
+        scratch_ptr, du_ptr, ddelta_ptr, dz_ptr, db_ptr, dc_ptr, da_ptr, dd_ptr, dbias_ptr,
+        length, channels, num_chunks, num_tiles,
+        STATES: tl.constexpr, LOW: tl.constexpr, HIGH: tl.constexpr, CHUNK: tl.constexpr,
+        BLOCK_E: tl.constexpr,
+    ):  # fmt: skip
+        """The gradients, one (channel block, chunk, batch) tile at a time; program p takes
+        tiles p, p + P, p + 2P, ... so that its scratch (CHUNK, N, BLOCK_E) is its own.
+
+        Forward sweep from h_start: stores each frame's state in the scratch, dz, and the
+        block's share of dC (batch, L, channel blocks, N). Backward sweep from the adjoint
+        flowing in: du, d(delta), the block's share of dB; dA, dD and d(delta_bias) summed
+        over the chunk, then added atomically. Both sweeps load each frame one frame ahead."""
+        pid, programs = tl.program_id(0), tl.num_programs(0)
+        e_blocks = tl.cdiv(channels, BLOCK_E)
+        n_low, n_high = tl.arange(0, LOW), LOW + tl.arange(0, HIGH)
+        high_ok = n_high < STATES
+        lane = tl.arange(0, BLOCK_E)
+        scratch_low = scratch_ptr + pid * CHUNK * STATES * BLOCK_E + n_low[:, None] * BLOCK_E + lane[None, :]
+        scratch_high = scratch_ptr + pid * CHUNK * STATES * BLOCK_E + n_high[:, None] * BLOCK_E + lane[None, :]
+        frame_stride = STATES * BLOCK_E
+        tile = pid
+        while tile < num_tiles:
+            pid_e, chunk, batch = tile % e_blocks, (tile // e_blocks) % num_chunks, tile // (e_blocks * num_chunks)
+            e = pid_e * BLOCK_E + lane
+            e_ok = e < channels
+            low_at = n_low[:, None] * channels + e[None, :]
+            high_at = n_high[:, None] * channels + e[None, :]
+            low_ok2, high_ok2 = (n_low < LOW)[:, None] & e_ok[None, :], high_ok[:, None] & e_ok[None, :]
+            a2_low = tl.load(a_ptr + low_at, mask=low_ok2, other=0.0) * 1.4426950408889634
+            a2_high = tl.load(a_ptr + high_at, mask=high_ok2, other=0.0) * 1.4426950408889634
+            bias = tl.load(bias_ptr + e, mask=e_ok, other=0.0)
+            d = tl.load(d_ptr + e, mask=e_ok, other=0.0)
+            state_at = (batch * num_chunks + chunk) * STATES * channels
+            h_low = tl.load(start_ptr + state_at + low_at, mask=low_ok2, other=0.0)
+            h_high = tl.load(start_ptr + state_at + high_at, mask=high_ok2, other=0.0)
+
+            t = chunk * CHUNK
+            row = batch * length + t
+            ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row, e, n_low, n_high, high_ok, e_ok,
+                           t < length, channels, STATES)  # fmt: skip
+            for i in range(CHUNK):
+                ok = t < length
+                u, delta, z, dout, b_low, b_high, c_low, c_high = ahead
+                ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row + 1, e, n_low, n_high,
+                               high_ok, e_ok, (t + 1 < length) & (i + 1 < CHUNK), channels, STATES)  # fmt: skip
+                u, delta, z, dout = u.to(tl.float32), delta.to(tl.float32), z.to(tl.float32), dout.to(tl.float32)
+                dt = tl.where(ok, _softplus(delta + bias), 0.0)
+                h_low = _advance(h_low, a2_low, b_low.to(tl.float32), dt, dt * u)
+                h_high = _advance(h_high, a2_high, b_high.to(tl.float32), dt, dt * u)
+                tl.store(scratch_low + i * frame_stride, h_low)
+                tl.store(scratch_high + i * frame_stride, h_high, mask=high_ok[:, None])
+                y = tl.sum(h_low * c_low.to(tl.float32)[:, None], axis=0)
+                y += tl.sum(h_high * c_high.to(tl.float32)[:, None], axis=0) + d * u
+                gate = tl.sigmoid(z)
+                dz = dout * y * gate * (1.0 + z * (1.0 - gate))
+                tl.store(dz_ptr + row * channels + e, dz.to(dz_ptr.dtype.element_ty), mask=e_ok & ok)
+                dy = dout * z * gate
+                share = dc_ptr + (row * e_blocks + pid_e) * STATES
+                tl.store(share + n_low, tl.sum(h_low * dy[None, :], axis=1), mask=ok)
+                tl.store(share + n_high, tl.sum(h_high * dy[None, :], axis=1), mask=ok & high_ok)
+                t += 1
+                row += 1
+
+            g_low = tl.load(into_ptr + state_at + low_at, mask=low_ok2, other=0.0)
+            g_high = tl.load(into_ptr + state_at + high_at, mask=high_ok2, other=0.0)
+            da_low = tl.zeros((LOW, BLOCK_E), dtype=tl.float32)
+            da_high = tl.zeros((HIGH, BLOCK_E), dtype=tl.float32)
+            dd = tl.zeros((BLOCK_E,), dtype=tl.float32)
+            dbias = tl.zeros((BLOCK_E,), dtype=tl.float32)
+            t -= 1
+            row -= 1
+            ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row, e, n_low, n_high, high_ok, e_ok,
+                           t < length, channels, STATES)  # fmt: skip
+            h_low_ahead = tl.load(scratch_low + (CHUNK - 1) * frame_stride)
+            h_high_ahead = tl.load(scratch_high + (CHUNK - 1) * frame_stride, mask=high_ok[:, None], other=0.0)
+            for j in range(CHUNK):
+                i = CHUNK - 1 - j
+                ok, more = t < length, j + 1 < CHUNK
+                u, delta, z, dout, b_low, b_high, c_low, c_high = ahead
+                h_low, h_high = h_low_ahead, h_high_ahead
+                ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row - 1, e, n_low, n_high,
+                               high_ok, e_ok, (t - 1 < length) & more, channels, STATES)  # fmt: skip
+                h_low_ahead = tl.load(scratch_low + (i - 1) * frame_stride, mask=more, other=0.0)
+                h_high_ahead = tl.load(scratch_high + (i - 1) * frame_stride, mask=high_ok[:, None] & more, other=0.0)
+                u, delta, z, dout = u.to(tl.float32), delta.to(tl.float32), z.to(tl.float32), dout.to(tl.float32)
+                b_low, b_high = b_low.to(tl.float32), b_high.to(tl.float32)
+                x = delta + bias
+                dt = tl.where(ok, _softplus(x), 0.0)
+                dt_u = dt * u
+                dy = dout * z * tl.sigmoid(z)
+                g_low += c_low.to(tl.float32)[:, None] * dy[None, :]  # g_t: the adjoint of h_t
+                g_high += c_high.to(tl.float32)[:, None] * dy[None, :]
+                m_low = h_low - b_low[:, None] * dt_u[None, :]  # exp(dt_t A) h_{t-1}
+                m_high = h_high - b_high[:, None] * dt_u[None, :]
+                g_b = tl.sum(g_low * b_low[:, None], axis=0) + tl.sum(g_high * b_high[:, None], axis=0)
+                g_am = tl.sum(g_low * a2_low * m_low, axis=0) + tl.sum(g_high * a2_high * m_high, axis=0)
+                ddt = g_am * 0.6931471805599453 + g_b * u  # a2 ln 2 = A
+                ddelta = tl.where(x <= 20.0, ddt * tl.sigmoid(x), ddt)  # through the softplus
+                at = row * channels + e
+                tl.store(du_ptr + at, (dt * g_b + d * dy).to(du_ptr.dtype.element_ty), mask=e_ok & ok)
+                tl.store(ddelta_ptr + at, ddelta.to(ddelta_ptr.dtype.element_ty), mask=e_ok & ok)
+                dbias += tl.where(ok, ddelta, 0.0)
+                dd += dy * u
+                da_low += g_low * dt[None, :] * m_low
+                da_high += g_high * dt[None, :] * m_high
+                share = db_ptr + (row * e_blocks + pid_e) * STATES
+                tl.store(share + n_low, tl.sum(g_low * dt_u[None, :], axis=1), mask=ok)
+                tl.store(share + n_high, tl.sum(g_high * dt_u[None, :], axis=1), mask=ok & high_ok)
+                g_low = tl.exp2(dt[None, :] * a2_low) * g_low  # on to g_{t-1}
+                g_high = tl.exp2(dt[None, :] * a2_high) * g_high
+                t -= 1
+                row -= 1
+            tl.atomic_add(da_ptr + low_at, da_low, mask=low_ok2)
+            tl.atomic_add(da_ptr + high_at, da_high, mask=high_ok2)
+            tl.atomic_add(dd_ptr + e, dd, mask=e_ok)
+            tl.atomic_add(dbias_ptr + e, dbias, mask=e_ok)
+            tile += programs
 
 
 def default_chunk_size(length: int) -> int:
@@ -179,6 +374,13 @@ def default_chunk_size(length: int) -> int:
     two sequential parts, a chunk's frames and the chain over the chunks, balance (the
     fastest on an H200 at 2k, 8k and 32k frames: tools/gpu_micro.py chunked_scan)."""
     return int(min(512, max(32, 2 ** math.ceil(math.log2(max(length, 1)) / 2))))
+
+
+def train_chunk_size(length: int) -> int:
+    """Frames per chunk with autograd: at least 64. The backward pass reuses the forward's
+    chunks, and its per-chunk work favours longer chunks than the forward's alone (H200,
+    E 2304: 1.78 ms at 64 frames against 1.89 at 128 for 8 x 750 frames; docs/benchmarks.md)."""
+    return max(64, default_chunk_size(length))
 
 
 def chunked_selective_scan(
@@ -195,22 +397,24 @@ def chunked_selective_scan(
     block_e: int = 32,
     num_warps: int = 1,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The selective scan, time-major, without autograd.
+    """The selective scan, time-major, differentiable in every input but the initial state.
 
     Args:
         u, delta, z: (batch, L, E), unit stride along E (any stride along batch and L, so
             slices of a wider tensor need no copy). B, C: (batch, L, N), unit stride along N.
         A: (E, N), negative. D, delta_bias: (E,). dt = softplus(delta + delta_bias).
-        initial_state: (batch, E, N), the state before the first frame (zeros if None).
-        chunk_size: frames per chunk (default :func:`default_chunk_size`).
+        initial_state: (batch, E, N), the state before the first frame (zeros if None); not
+            with autograd.
+        chunk_size: frames per chunk (default :func:`default_chunk_size`, or
+            :func:`train_chunk_size` with autograd).
+        block_e, num_warps: channels per program of the forward passes, and its warps.
 
     Returns:
-        y (batch, L, E) in u's dtype, contiguous, and the last state (batch, E, N), float32.
+        y (batch, L, E) in u's dtype, contiguous, and the last state (batch, E, N), float32
+        (not differentiable).
     """
     if not triton_available():
         raise RuntimeError("the chunked scan needs Triton, which is not installed on this platform")
-    if needs_autograd(u, delta, A, B, C, D, z, delta_bias):
-        raise RuntimeError("the chunked scan has no backward pass: call it under torch.no_grad()")
     batch, length, channels = u.shape
     states = A.shape[1]
     if states < 2:
@@ -220,18 +424,51 @@ def chunked_selective_scan(
         if t.shape != (batch, length, width) or t.stride(2) != 1:
             raise ValueError(f"{name} must be (batch, L, {width}) with unit stride on its last dim, "
                              f"got {tuple(t.shape)} strides {t.stride()}")  # fmt: skip
-    chunk = chunk_size or default_chunk_size(length)
+    # The kernels index with 32-bit offsets; the largest tensors are (batch, L, E) and, in the
+    # backward, the shares of dB and dC, (batch, L, E / 32, N)
+    if batch * length * max(channels, -(-channels // 32) * states) >= 2**31:
+        raise ValueError(f"the chunked scan indexes with 32-bit offsets: {batch} x {length} frames x {channels} "
+                         "channels are too many at once; split the batch")  # fmt: skip
+    launch = dict(block_e=block_e, num_warps=num_warps)
+    if needs_autograd(u, delta, A, B, C, D, z, delta_bias):
+        if initial_state is not None:
+            raise RuntimeError("the chunked scan's backward pass starts from a zero state: "
+                               "call it with an initial_state under torch.no_grad() only")  # fmt: skip
+        chunk = chunk_size or train_chunk_size(length)
+        out, last = _ChunkedScan.apply(u, delta, A, B, C, D, z, delta_bias, chunk, launch)
+        return out, last.transpose(1, 2)
+    out, last, _, _ = _scan_forward(u, delta, *_fp32(A, D, delta_bias), B, C, z, initial_state,
+                                    chunk_size or default_chunk_size(length), **launch)  # fmt: skip
+    return out, last.transpose(1, 2)
+
+
+def _fp32(A, D, delta_bias) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The parameters as the kernels read them: A as (N, E), channels innermost as in every
+    state tensor, and all three float32, contiguous."""
+    A, D, delta_bias = (t.detach().float() for t in (A, D, delta_bias))
+    return A.t().contiguous(), D.contiguous(), delta_bias.contiguous()
+
+
+def _split_states(states: int) -> Tuple[int, int]:
+    """The state tile as two powers of two: the largest below N, and what is left (24 -> 16, 8)."""
+    low = triton.next_power_of_2(states) // 2
+    return low, triton.next_power_of_2(states - low)
+
+
+def _scan_forward(u, delta, A, D, delta_bias, B, C, z, initial_state, chunk, block_e, num_warps):
+    """Passes 1-3, with A, D, delta_bias from :func:`_fp32`. Returns y (batch, L, E), the last
+    state (batch, N, E), and each chunk's start state (batch, K, N, E) and dt sum (batch, K, E),
+    float32."""
+    batch, length, channels = u.shape
+    states = A.shape[0]
     num_chunks = max(1, triton.cdiv(length, chunk))
-    A = A.float().t().contiguous()  # (N, E): channels innermost, as in every state tensor below
-    D, delta_bias = D.float().contiguous(), delta_bias.float().contiguous()
     f32 = dict(device=u.device, dtype=torch.float32)
     end = torch.empty(batch, num_chunks, states, channels, **f32)
     start = torch.empty_like(end)
     dt_sum = torch.empty(batch, num_chunks, channels, **f32)
     last = torch.empty(batch, states, channels, **f32)
     out = torch.empty(batch, length, channels, device=u.device, dtype=u.dtype)
-    low = triton.next_power_of_2(states) // 2  # the largest power of two below N
-    high = triton.next_power_of_2(states - low)
+    low, high = _split_states(states)
     grid = (triton.cdiv(channels, block_e), num_chunks, batch)
     strides = (u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
                C.stride(0), C.stride(1), z.stride(0), z.stride(1))  # fmt: skip
@@ -242,8 +479,76 @@ def chunked_selective_scan(
     initial = initial_state.float().transpose(1, 2).contiguous() if has_initial else last  # last: unread
     _chain_chunks[grid[0], batch](
         A, end, dt_sum, start, initial, last, num_chunks, channels, states,
-        HAS_INITIAL=has_initial, BLOCK_E=block_e, BLOCK_N=triton.next_power_of_2(states),
+        HAS_INITIAL=has_initial, REVERSE=False, BLOCK_E=block_e, BLOCK_N=triton.next_power_of_2(states),
         num_warps=num_warps,
     )  # fmt: skip
     _scan_chunks[grid](*args, *strides, WRITE_OUTPUT=True, **common)
-    return out, last.transpose(1, 2)
+    return out, last, start, dt_sum
+
+
+# The backward kernels' shape: one channel per thread, the sums over states in a thread (64
+# channels a warp, two per thread, ran about 1.5x slower: docs/benchmarks.md).
+_GRAD_BLOCK_E = 32
+# Programs of _grad_chunks per SM; each loops over tiles, with its own scratch. Under Triton's
+# interpreter (CPU) a few programs, so that the tests run the loop over tiles too.
+_GRAD_PROGRAMS_PER_SM = 16
+_GRAD_PROGRAMS_CPU = 3
+
+
+def _scan_backward(dout, u, delta, A, D, delta_bias, B, C, z, start, dt_sum, chunk):
+    """Steps 4-6, with A, D, delta_bias from :func:`_fp32` and start, dt_sum from the
+    forward. Returns the gradients of u, delta, A (E, N), B, C, D, z and delta_bias."""
+    u, delta, z, dout, B, C = (t.contiguous() for t in (u, delta, z, dout, B, C))
+    batch, length, channels = u.shape
+    states, num_chunks = A.shape[0], start.shape[1]
+    low, high = _split_states(states)
+    e_blocks = triton.cdiv(channels, _GRAD_BLOCK_E)
+    common = dict(STATES=states, LOW=low, HIGH=high, CHUNK=chunk, BLOCK_E=_GRAD_BLOCK_E, num_warps=1)
+    f32 = dict(device=u.device, dtype=torch.float32)
+    leaving = torch.empty_like(start)
+    _adjoint_chunks[e_blocks, num_chunks, batch](delta, C, z, dout, A, delta_bias, leaving, length, channels, **common)
+    into, before_first = torch.empty_like(start), torch.empty(batch, states, channels, **f32)
+    _chain_chunks[e_blocks, batch](
+        A, leaving, dt_sum, into, before_first, before_first, num_chunks, channels, states,
+        HAS_INITIAL=False, REVERSE=True, BLOCK_E=_GRAD_BLOCK_E, BLOCK_N=triton.next_power_of_2(states), num_warps=1,
+    )  # fmt: skip
+    tiles = e_blocks * num_chunks * batch
+    per_device = _GRAD_PROGRAMS_CPU
+    if u.is_cuda:
+        sms = torch.cuda.get_device_properties(u.device).multi_processor_count
+        per_device = max(1, int(_GRAD_PROGRAMS_PER_SM * sms))
+    programs = min(tiles, per_device)
+    scratch = torch.empty(programs, chunk, states, _GRAD_BLOCK_E, **f32)
+    du, ddelta, dz = torch.empty_like(u), torch.empty_like(delta), torch.empty_like(z)
+    dB_shares = torch.empty(batch, length, e_blocks, states, **f32)
+    dC_shares = torch.empty_like(dB_shares)
+    dA, dD, dbias = torch.zeros(states, channels, **f32), torch.zeros(channels, **f32), torch.zeros(channels, **f32)
+    _grad_chunks[(programs,)](
+        u, delta, B, C, z, dout, A, D, delta_bias, start, into, scratch,
+        du, ddelta, dz, dB_shares, dC_shares, dA, dD, dbias, length, channels, num_chunks, tiles, **common,
+    )  # fmt: skip
+    dB, dC = dB_shares.sum(2).to(B.dtype), dC_shares.sum(2).to(C.dtype)
+    return du, ddelta, dA.t(), dB, dC, dD, dz, dbias
+
+
+class _ChunkedScan(torch.autograd.Function):
+    """The chunked scan with autograd: the forward keeps its inputs and each chunk's start
+    state (batch, K, N, E) float32, so the backward reruns no forward pass."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, chunk, launch):
+        A_t, D32, bias32 = _fp32(A, D, delta_bias)
+        out, last, start, dt_sum = _scan_forward(u, delta, A_t, D32, bias32, B, C, z, None, chunk, **launch)
+        ctx.save_for_backward(u, delta, A_t, B, C, D32, z, bias32, start, dt_sum)
+        ctx.chunk, ctx.dtypes = chunk, (A.dtype, D.dtype, delta_bias.dtype)
+        ctx.mark_non_differentiable(last)
+        return out, last
+
+    @staticmethod
+    def backward(ctx, dout, _dlast):
+        u, delta, A_t, B, C, D, z, bias, start, dt_sum = ctx.saved_tensors
+        du, ddelta, dA, dB, dC, dD, dz, dbias = _scan_backward(
+            dout, u, delta, A_t, D, bias, B, C, z, start, dt_sum, ctx.chunk
+        )
+        a_dtype, d_dtype, bias_dtype = ctx.dtypes
+        return du, ddelta, dA.to(a_dtype), dB, dC, dD.to(d_dtype), dz, dbias.to(bias_dtype), None, None
