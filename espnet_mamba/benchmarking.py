@@ -706,12 +706,14 @@ def plot(results: Sequence[Result], path) -> None:
 
 
 def environment(device: str) -> dict:
-    """Where the numbers come from: date, machine, versions, Mamba kernels."""
+    """Where the numbers come from: date, machine, versions, and which kernels are there (the
+    mamba-ssm and causal-conv1d functions that import, and Triton for ours): without
+    causal-conv1d, say, the Mamba blocks train on a slower PyTorch conv."""
     import datetime
     import os
     import platform
 
-    from espnet_mamba.ops import mamba_kernels
+    from espnet_mamba.ops import backend, mamba_kernels
 
     cpu = platform.processor()
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
@@ -722,7 +724,8 @@ def environment(device: str) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": device,
-        "mamba_ssm_kernels": mamba_kernels() is not None,
+        "mamba_kernels": ", ".join(name for name, fn in (mamba_kernels() or {}).items() if fn is not None) or "none",
+        "triton": backend.triton.__version__ if backend.triton is not None else "not installed",
     }
     if device == "cuda":
         env["gpu"] = torch.cuda.get_device_name()

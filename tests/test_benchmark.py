@@ -62,6 +62,8 @@ def test_cli_tiny_cpu(tmp_path, capsys):
     assert (height, width) == (540, 1440)  # 12 x 4.5 inches at 120 dpi
     raw = json.loads((out / "benchmark.json").read_text())
     assert raw["environment"]["device"] == "cpu" and len(raw["results"]) == 4
+    # which kernels ran is part of every report: here none of mamba-ssm's (not installed on CPU)
+    assert raw["environment"]["mamba_kernels"] == "none" and raw["environment"]["triton"]
     macs = {(r["preset"], r["seconds"]): r["matmul_macs"] for r in raw["results"]}
     for preset in ("mamba_small", "transformer_small"):
         assert 1.9 < macs[(preset, 1.0)] / macs[(preset, 0.5)] < 2.2  # linear in length, CNN edges aside

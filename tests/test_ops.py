@@ -1,13 +1,14 @@
 """The PyTorch paths of espnet_mamba.ops against plain definitions."""
 
 import itertools
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from reference import selective_scan_reference
 
-from espnet_mamba.ops import causal_conv1d, selective_scan
+from espnet_mamba.ops import backend, causal_conv1d, selective_scan
 
 BATCH, CHANNELS, STATES = 2, 6, 4
 
@@ -163,6 +164,19 @@ def test_selective_scan_kernel_impl_on_cpu_raises():
 def test_selective_scan_unknown_impl_raises():
     with pytest.raises(ValueError, match="impl"):
         selective_scan(**{**scan_inputs(8), "initial_state": None}, impl="cuda")
+
+
+@pytest.mark.parametrize("impl", ["auto", "kernel"])
+def test_use_kernel_falls_back_where_a_required_function_is_missing(impl, monkeypatch):
+    # mamba-ssm imports, causal-conv1d does not: ops needing causal-conv1d take our PyTorch
+    # code, the others the kernels (a stand-in for a CUDA tensor: only is_cuda is read)
+    kernels = {"selective_scan_fn": object(), "mamba_inner_fn": object(), "causal_conv1d_fn": None}
+    monkeypatch.setattr(backend, "mamba_kernels", lambda: kernels)
+    x = SimpleNamespace(is_cuda=True, device="cuda:0")
+    assert backend.use_kernel(impl, x, "selective_scan")
+    assert not backend.use_kernel(impl, x, "causal_conv1d", requires="causal_conv1d_fn")
+    kernels["causal_conv1d_fn"] = object()
+    assert backend.use_kernel(impl, x, "causal_conv1d", requires="causal_conv1d_fn")
 
 
 # causal_conv1d ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The pretraining-throughput tool: its synthetic corpus, its config (accepted by the task's
 parser) and its reading of ESPnet's log."""
 
+import pytest
 import yaml
 
 from espnet_mamba.bin import ssl_throughput
@@ -37,3 +38,17 @@ def test_summary_reads_espnet_log():
     # the first interval (warm-up, compilation) left out
     assert stats["steady_step_ms"] == 125 and stats["steady_audio_per_s"] == 8 * 15 / 0.125
     assert stats["steady_data_wait_ms"] == 1.0
+
+
+def test_refuses_a_work_dir_with_a_comma(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        ssl_throughput.main(["--work_dir", str(tmp_path / "a,b")])
+    assert "comma" in capsys.readouterr().err
+    assert not (tmp_path / "a,b").exists()
+
+
+def test_failed_training_reports_the_end_of_its_log(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("no_such_option: 1\n")
+    with pytest.raises(RuntimeError, match=r"(?s)exited with status [1-9].*train\.log.*no_such_option"):
+        ssl_throughput.run_training(tmp_path, tmp_path / "corpus", config, ngpu=0)

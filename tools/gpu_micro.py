@@ -11,6 +11,10 @@ chunked_scan
            our Triton chunked scan (time-major) against mamba-ssm's scan at E 2304, N 24,
            bf16, batch 1, 512-32768 frames, over chunk sizes, channel blocks and warps:
            time, and the largest difference from mamba-ssm's output.
+chunked_scan_train
+           the same with autograd, at 8 x 750 and 1 x 16000 frames (mamba_base's training
+           shapes at 8 x 15 s and 320 s): forward and forward + backward of mamba-ssm's scan
+           against ours over chunk sizes, and the largest gradient difference from mamba-ssm's.
 pos_conv   HuBERT's positional conv (768 channels, 16 groups, 128 taps) + GELU at 500-32000
            frames: cuDNN in float32 (TF32) against our Triton kernel in bfloat16 over frame
            blocks, warps and pipeline stages; the largest difference from cuDNN without TF32.
@@ -19,7 +23,7 @@ cnn_conv   the waveform CNN's first four layers with LayerNorm and GELU, bf16, a
            1 x 320 s: the product over unfolded windows against cuDNN's NHWC conv2d, forward
            and forward + backward.
 
-    python tools/gpu_micro.py sdpa scan_rows chunked_scan pos_conv cnn_conv
+    python tools/gpu_micro.py sdpa scan_rows chunked_scan chunked_scan_train pos_conv cnn_conv
 """
 
 import itertools
@@ -113,6 +117,58 @@ def chunked_scan() -> None:
                                                       block_e=block_e, num_warps=warps), top=5))
 
 
+def chunked_scan_train() -> None:
+    from espnet_mamba.ops import chunked_selective_scan, mamba_kernels
+    from espnet_mamba.ops.chunked_scan import train_chunk_size
+
+    scan = mamba_kernels()["selective_scan_fn"]
+    channels, states = 2304, 24
+    A = -torch.exp(torch.rand(channels, states, device="cuda") * 3)
+    D, delta_bias = torch.ones(channels, device="cuda"), torch.rand(channels, device="cuda") - 4
+    print("| batch x frames | kernel | chunk | fwd ms (no autograd) | fwd + bwd ms | worst grad diff / max abs |\n"
+          "|---|---|---|---|---|---|")
+    for batch, frames in ((8, 750), (1, 16000)):
+        u, z = (torch.randn(batch, frames, channels, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        delta = torch.randn(batch, frames, channels, device="cuda", dtype=torch.bfloat16) + 2
+        x_dbl = torch.randn(batch, frames, 2 * states, device="cuda", dtype=torch.bfloat16)
+        dout = torch.randn(batch, frames, channels, device="cuda", dtype=torch.bfloat16)
+        params = [t.clone().requires_grad_() for t in (A, D, delta_bias)]
+        time_major = [t.clone().requires_grad_() for t in (u, delta, z, x_dbl)]  # ours: (batch, L, E or 2N)
+        B, C = x_dbl.split([states, states], -1)
+        channel_major = [t.transpose(1, 2).contiguous().requires_grad_() for t in (u, delta, z, B, C)]
+
+        def mamba_ssm():
+            u_, delta_, z_, B_, C_ = channel_major
+            return scan(u_, delta_, params[0], B_, C_, params[1], z=z_, delta_bias=params[2],
+                        delta_softplus=True).transpose(1, 2)
+
+        def ours(chunk):
+            B_, C_ = time_major[3].split([states, states], -1)
+            return chunked_selective_scan(time_major[0], time_major[1], params[0], B_, C_, params[1], time_major[2],
+                                          params[2], chunk_size=chunk)[0]
+
+        def grads(forward):
+            """Gradients of u, delta, z, B, C (batch, L, E or N), A, D, delta_bias, in float32."""
+            for t in time_major + channel_major + params:
+                t.grad = None
+            forward().backward(dout)
+            if time_major[0].grad is None:
+                data = [t.grad.transpose(1, 2) for t in channel_major]
+            else:
+                data = [t.grad for t in time_major[:3]] + list(time_major[3].grad.split([states, states], -1))
+            return [g.float() for g in data + [t.grad for t in params]]
+
+        reference = grads(mamba_ssm)
+        for name, chunk, forward in [("mamba-ssm", "", mamba_ssm)] + [
+                ("chunked", c, lambda c=c: ours(c)) for c in (32, 64, 128, 256)]:
+            err = max(((g - r).abs().max() / r.abs().max()).item() for g, r in zip(grads(forward), reference))
+            with torch.no_grad():
+                fwd_ms = cuda_ms(forward, repeat=10)
+            step_ms = cuda_ms(lambda: forward().backward(dout), repeat=10)
+            chunk = f"{chunk}{' (default)' if chunk == train_chunk_size(frames) else ''}"
+            print(f"| {batch} x {frames} | {name} | {chunk} | {fwd_ms:.3f} | {step_ms:.3f} | {err:.1e} |")
+
+
 def pos_conv() -> None:
     from espnet_mamba.ops import grouped_conv1d
 
@@ -190,7 +246,8 @@ def cnn_conv() -> None:
 
 
 if __name__ == "__main__":
-    checks = {"sdpa": sdpa, "scan_rows": scan_rows, "chunked_scan": chunked_scan, "pos_conv": pos_conv,
+    checks = {"sdpa": sdpa, "scan_rows": scan_rows, "chunked_scan": chunked_scan,
+              "chunked_scan_train": chunked_scan_train, "pos_conv": pos_conv,
               "cnn_conv": cnn_conv}
     for name in sys.argv[1:] or checks:
         if name not in checks:

@@ -101,7 +101,10 @@ def run_training(work: Path, corpus: Path, config: Path, ngpu: int) -> str:
         cmd += ["--multiprocessing_distributed", "true", "--dist_launcher", "none"]
     log = work / "train.log"
     with open(log, "w") as stream:
-        subprocess.run(cmd, check=True, stdout=stream, stderr=subprocess.STDOUT)
+        status = subprocess.run(cmd, stdout=stream, stderr=subprocess.STDOUT).returncode
+    if status != 0:
+        tail = "\n".join(log.read_text().splitlines()[-20:])
+        raise RuntimeError(f"ESPnet's training exited with status {status}; the end of {log}:\n{tail}")
     return log.read_text()
 
 
@@ -143,6 +146,8 @@ def main(cmd=None):
     parser.add_argument("--override", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
                         help="a ModelConfig field for every preset, e.g. compile_cnn=true (repeatable)")
     args = parser.parse_args(cmd)
+    if "," in str(args.work_dir.resolve()):  # ESPnet splits "path,name,type" at every comma
+        parser.error(f"--work_dir {args.work_dir} has a comma in its path, which ESPnet's data options cannot take")
     corpus = args.work_dir / "corpus"
     write_corpus(corpus, utterances=args.batch_size * 4, seconds=args.seconds)
     rows = []

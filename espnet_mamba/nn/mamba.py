@@ -126,9 +126,8 @@ class Mamba(nn.Module):
         steps = x.shape[1]
         x = pad_frames(x)  # causal, so the trailing zeros change no real frame
         xz = self.project_in(x)
-        kernels = mamba_kernels() if use_kernel(self.impl, x, "mamba_inner") else None
-        if kernels is not None and kernels["causal_conv1d_fn"] is not None:
-            out = kernels["mamba_inner_fn"](
+        if use_kernel(self.impl, x, "mamba_inner", requires="causal_conv1d_fn"):
+            out = mamba_kernels()["mamba_inner_fn"](
                 xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight,
                 self.dt_proj.weight, self.out_proj.weight, self.out_proj.bias,
                 -torch.exp(self.A_log.float()), None, None, self.D.float(),
@@ -186,9 +185,8 @@ class Mamba(nn.Module):
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         u, z = self.project_in(x).chunk(2, dim=1)
-        kernels = mamba_kernels() if use_kernel(self.impl, x, "mamba_step") else None
-        if x.shape[1] == 1 and kernels is not None and kernels["causal_conv1d_update"] is not None:
-            y, state = self._step_kernels(u[..., 0], z[..., 0], state, kernels)
+        if x.shape[1] == 1 and use_kernel(self.impl, x, "mamba_step", requires="causal_conv1d_update"):
+            y, state = self._step_kernels(u[..., 0], z[..., 0], state, mamba_kernels())
             return self.out_proj(y[:, None]), state
         y, state = self.ssm(u, z, "", state)
         return self.out_proj(y.transpose(1, 2)), state

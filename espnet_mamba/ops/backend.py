@@ -18,6 +18,7 @@ The choice made is logged once per (op, path).
 
 import functools
 import logging
+from typing import Optional
 
 import torch
 
@@ -59,6 +60,9 @@ def mamba_kernels():
         from causal_conv1d import causal_conv1d_fn, causal_conv1d_update
     except Exception:
         causal_conv1d_fn = causal_conv1d_update = None
+        _logger.warning("mamba-ssm imports but causal-conv1d does not: the Mamba blocks' depthwise conv runs "
+                        "our PyTorch code on CUDA, which is slower (mamba_base, 8 x 15 s training step on an "
+                        "H200: 79 instead of 69 ms; docs/benchmarks.md). Install causal-conv1d==1.7.0.")  # fmt: skip
     kernels.update(
         selective_state_update=selective_state_update,
         causal_conv1d_fn=causal_conv1d_fn,
@@ -85,8 +89,10 @@ def check_impl(impl: str) -> str:
     return impl
 
 
-def use_kernel(impl: str, x: torch.Tensor, op: str) -> bool:
-    """Whether ``op`` on tensor ``x`` should run the mamba-ssm kernel under ``impl``."""
+def use_kernel(impl: str, x: torch.Tensor, op: str, requires: Optional[str] = None) -> bool:
+    """Whether ``op`` on tensor ``x`` should run the mamba-ssm kernel under ``impl``; with
+    ``requires`` (a key of :func:`mamba_kernels`), only where that function imports too (the
+    causal-conv1d ones are optional): else ``op`` runs our PyTorch code."""
     check_impl(impl)
     kernel = False
     if impl == "kernel":
@@ -103,6 +109,8 @@ def use_kernel(impl: str, x: torch.Tensor, op: str) -> bool:
         kernel = True
     elif impl == "auto":
         kernel = x.is_cuda and mamba_kernels() is not None
+    if kernel and requires is not None:
+        kernel = mamba_kernels()[requires] is not None
     _log_path(op, "mamba-ssm kernel" if kernel else "pytorch")
     return kernel
 

@@ -32,9 +32,8 @@ def causal_conv1d(
     width = weight.shape[1]
     if initial_state is None:
         initial_state = x.new_zeros(x.shape[0], x.shape[1], width - 1)
-        kernel_fn = mamba_kernels()["causal_conv1d_fn"] if use_kernel(impl, x, "causal_conv1d") else None
-        if kernel_fn is not None:
-            y = kernel_fn(x, weight, bias, activation=activation)
+        if use_kernel(impl, x, "causal_conv1d", requires="causal_conv1d_fn"):
+            y = mamba_kernels()["causal_conv1d_fn"](x, weight, bias, activation=activation)
             return y, _last_inputs(initial_state, x, width)
     padded = torch.cat([initial_state.to(x.dtype), x], dim=-1)
     y = _depthwise_conv(padded, weight, bias)

@@ -66,6 +66,26 @@ if triton_available():
         """A frame's B or C at pointer ``at``: its low and high states, zeros where not ok."""
         return tl.load(at + n_low, mask=ok, other=0.0), tl.load(at + n_high, mask=high_ok & ok, other=0.0)
 
+    @triton.jit
+    def _block_tiles(pid_e, channels, STATES: tl.constexpr, LOW: tl.constexpr, HIGH: tl.constexpr,
+                     BLOCK_E: tl.constexpr):  # fmt: skip
+        """Channel block ``pid_e``: its channels e (BLOCK_E), their mask, the state indices of
+        the low and high tiles, and the offsets and masks of those (N, E) tiles in (N, E)
+        memory (A transposed, the states)."""
+        e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
+        n_low, n_high = tl.arange(0, LOW), LOW + tl.arange(0, HIGH)
+        e_ok, high_ok = e < channels, n_high < STATES
+        low_at = n_low[:, None] * channels + e[None, :]
+        high_at = n_high[:, None] * channels + e[None, :]
+        low_ok2, high_ok2 = (n_low < LOW)[:, None] & e_ok[None, :], high_ok[:, None] & e_ok[None, :]
+        return e, e_ok, n_low, n_high, high_ok, low_at, high_at, low_ok2, high_ok2
+
+    @triton.jit
+    def _load_a2(a_ptr, low_at, high_at, low_ok2, high_ok2):
+        """A log2(e) on the block's low and high state tiles."""
+        a2_low = tl.load(a_ptr + low_at, mask=low_ok2, other=0.0) * 1.4426950408889634
+        return a2_low, tl.load(a_ptr + high_at, mask=high_ok2, other=0.0) * 1.4426950408889634
+
     # Channel offsets of unknown alignment keep every load and store along E scalar: with
     # vector accesses Triton spreads a channel's states over several threads, and the sum
     # over states and each frame's broadcasts then go through shuffles and shared memory.
@@ -85,14 +105,9 @@ if triton_available():
         states stays in a thread. Without WRITE_OUTPUT: from zero, store the end state and the
         dt sum. With it: from ``start_ptr``'s state, store y."""
         pid_e, chunk, batch = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
-        n_low, n_high = tl.arange(0, LOW), LOW + tl.arange(0, HIGH)
-        e_ok, high_ok = e < channels, n_high < STATES
-        low_at = n_low[:, None] * channels + e[None, :]  # (N, E) memory: A transposed, the states
-        high_at = n_high[:, None] * channels + e[None, :]
-        low_ok2, high_ok2 = (n_low < LOW)[:, None] & e_ok[None, :], high_ok[:, None] & e_ok[None, :]
-        a2_low = tl.load(a_ptr + low_at, mask=low_ok2, other=0.0) * 1.4426950408889634
-        a2_high = tl.load(a_ptr + high_at, mask=high_ok2, other=0.0) * 1.4426950408889634
+        e, e_ok, n_low, n_high, high_ok, low_at, high_at, low_ok2, high_ok2 = _block_tiles(
+            pid_e, channels, STATES, LOW, HIGH, BLOCK_E)
+        a2_low, a2_high = _load_a2(a_ptr, low_at, high_at, low_ok2, high_ok2)
         bias = tl.load(bias_ptr + e, mask=e_ok, other=0.0)
         num_chunks = tl.num_programs(1)
         state_at = start_ptr if WRITE_OUTPUT else end_ptr
@@ -204,14 +219,9 @@ if triton_available():
         and backwards through it: the adjoint leaving its first frame t0, exp(dt_t0 A) g_t0,
         (batch, K, N, E). Inputs contiguous, (batch, L, E) and (batch, L, N)."""
         pid_e, chunk, batch = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
-        n_low, n_high = tl.arange(0, LOW), LOW + tl.arange(0, HIGH)
-        e_ok, high_ok = e < channels, n_high < STATES
-        low_at = n_low[:, None] * channels + e[None, :]
-        high_at = n_high[:, None] * channels + e[None, :]
-        low_ok2, high_ok2 = (n_low < LOW)[:, None] & e_ok[None, :], high_ok[:, None] & e_ok[None, :]
-        a2_low = tl.load(a_ptr + low_at, mask=low_ok2, other=0.0) * 1.4426950408889634
-        a2_high = tl.load(a_ptr + high_at, mask=high_ok2, other=0.0) * 1.4426950408889634
+        e, e_ok, n_low, n_high, high_ok, low_at, high_at, low_ok2, high_ok2 = _block_tiles(
+            pid_e, channels, STATES, LOW, HIGH, BLOCK_E)
+        a2_low, a2_high = _load_a2(a_ptr, low_at, high_at, low_ok2, high_ok2)
         bias = tl.load(bias_ptr + e, mask=e_ok, other=0.0)
         g_low = tl.zeros((LOW, BLOCK_E), dtype=tl.float32)
         g_high = tl.zeros((HIGH, BLOCK_E), dtype=tl.float32)
@@ -273,13 +283,9 @@ if triton_available():
         tile = pid
         while tile < num_tiles:
             pid_e, chunk, batch = tile % e_blocks, (tile // e_blocks) % num_chunks, tile // (e_blocks * num_chunks)
-            e = pid_e * BLOCK_E + lane
-            e_ok = e < channels
-            low_at = n_low[:, None] * channels + e[None, :]
-            high_at = n_high[:, None] * channels + e[None, :]
-            low_ok2, high_ok2 = (n_low < LOW)[:, None] & e_ok[None, :], high_ok[:, None] & e_ok[None, :]
-            a2_low = tl.load(a_ptr + low_at, mask=low_ok2, other=0.0) * 1.4426950408889634
-            a2_high = tl.load(a_ptr + high_at, mask=high_ok2, other=0.0) * 1.4426950408889634
+            e, e_ok, _, _, _, low_at, high_at, low_ok2, high_ok2 = _block_tiles(
+                pid_e, channels, STATES, LOW, HIGH, BLOCK_E)
+            a2_low, a2_high = _load_a2(a_ptr, low_at, high_at, low_ok2, high_ok2)
             bias = tl.load(bias_ptr + e, mask=e_ok, other=0.0)
             d = tl.load(d_ptr + e, mask=e_ok, other=0.0)
             state_at = (batch * num_chunks + chunk) * STATES * channels
