@@ -77,12 +77,16 @@ class MambaHuBERT(nn.Module):
         x = self.dropout_input(self.feature_proj(self.feature_norm(feats)))
         return x, frame_lengths
 
-    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> List[torch.Tensor]:
-        """(batch, frames, D) -> [input to block 1, output of block 1, ..., of block N]."""
+    def encode(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> List[torch.Tensor]:
+        """(batch, frames, D) -> [input to block 1, output of block 1, ..., of block N].
+
+        ``lengths`` (batch,), the real frames, may be on the CPU: then finding whether any
+        frame is padding needs no wait for the GPU (ESPnet's adapters pass them so).
+        """
         # Without padding the blocks need no masks (attention keeps its flash kernel). Meta
         # tensors (MAC counting) have no values to compare.
-        if lengths is not None and not lengths.is_meta and bool((lengths == x.shape[1]).all()):
-            lengths = None
+        if lengths is not None and not lengths.is_meta:
+            lengths = None if bool((lengths == x.shape[1]).all()) else lengths.to(x.device, non_blocking=True)
         x = zero_padding(x, lengths)
         if self.pos_conv is not None:
             x = x + self.pos_conv(x)

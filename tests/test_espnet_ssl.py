@@ -10,6 +10,7 @@ import yaml
 
 import espnet_mamba
 from espnet_mamba.espnet import checkpoint
+from espnet_mamba.espnet.masking import apply_masking
 from espnet_mamba.espnet.tasks import MambaASRTask, MambaSSLTask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +83,24 @@ def test_pretraining_loss_falls_on_repeated_batch(ssl_args):
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
     assert "hubert_acc_m_1" in stats
+
+
+def test_encode_takes_frame_lengths_from_the_cpu_as_the_cnn_gives_them(ssl_args):
+    # encode reads the lengths once, before the CNN, and masks and pads with frame lengths
+    # computed on the CPU: the same masks and outputs as with the CNN's own lengths
+    model = MambaSSLTask.build_model(ssl_args).eval()
+    speech, lengths = torch.randn(3, 9000), torch.tensor([9000, 6431, 4000])
+    torch.manual_seed(1)
+    data = model.encode(speech, lengths)
+    torch.manual_seed(1)
+    x, cnn_lengths = model.encoder.embed(speech, lengths)
+    assert torch.equal(model.encoder.frame_lengths(lengths), cnn_lengths)
+    x, mask_info = apply_masking(model.util_modules["mask"], x, cnn_lengths)
+    expected = model.encoder.encode(x, cnn_lengths)
+    assert torch.equal(data["mask_info"]["mask_m"], mask_info["mask_m"]) and mask_info["mask_m"].any()
+    assert torch.equal(data["encoder_output_lengths"], cnn_lengths)
+    for ours, reference in zip(data["encoder_output"], expected[1:], strict=True):
+        torch.testing.assert_close(ours, reference, rtol=0, atol=0)
 
 
 def _espnet_exp(tmp_path, ssl_args):

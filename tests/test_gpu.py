@@ -134,6 +134,18 @@ def test_model_padding_invariance_on_gpu(preset):
         torch.testing.assert_close(b[1, :n], a[0], rtol=1e-4, atol=1e-4)
 
 
+def test_blocks_take_frame_lengths_on_the_cpu():
+    # ESPnet's adapters pass the frame lengths from the CPU (no wait for the GPU mid-step)
+    model = _tiny("mamba_base")
+    x = torch.randn(2, 75, 128, device=DEVICE)
+    for lengths in ([75, 40], [75, 75]):
+        with torch.no_grad():
+            on_gpu = model.backbone.encode(x, torch.tensor(lengths, device=DEVICE))
+            on_cpu = model.backbone.encode(x, torch.tensor(lengths))
+        for a, b in zip(on_gpu, on_cpu, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("preset", ["mamba_base", "causal_transformer_base"])
 def test_causality_and_streaming_on_gpu(preset):
     model = _tiny(preset)

@@ -81,9 +81,15 @@ class MambaHuBERTEncoder(AbsEncoder):
         with cnn:
             return self.backbone.embed(speech, speech_lengths)
 
-    def encode(self, x: torch.Tensor, lengths: torch.Tensor):
-        """Projected features -> [input to block 1, output of each block]."""
+    def encode(self, x: torch.Tensor, lengths: Optional[torch.Tensor]):
+        """Projected features -> [input to block 1, output of each block]. ``lengths`` on the
+        CPU (see :meth:`frame_lengths`) spare a wait for the GPU in the middle of the step."""
         return self.backbone.encode(x, lengths)
+
+    def frame_lengths(self, speech_lengths: torch.Tensor) -> torch.Tensor:
+        """Frames per utterance from its samples, on the device of ``speech_lengths``: from a CPU
+        copy taken before the CNN runs, masking and the padding check need no read of the GPU."""
+        return self.backbone.feature_extractor.output_lengths(speech_lengths.long())
 
     def forward(
         self,
@@ -98,9 +104,10 @@ class MambaHuBERTEncoder(AbsEncoder):
         With ``return_all_hs`` the first element is (last, [output of each block]), as
         ESPnet's SSL model expects. ``masks`` (padding) is implied by ``ilens``.
         """
+        host_lengths = None if ilens is None else self.frame_lengths(ilens.cpu())  # before the step's GPU work
         with self._grad_context():
             x, lengths = self.embed(xs_pad, ilens)
-            hidden_states = self.encode(x, lengths)
+            hidden_states = self.encode(x, host_lengths)
         if return_all_hs:
             return (hidden_states[-1], hidden_states[1:]), lengths, None
         return hidden_states[-1], lengths, None

@@ -67,8 +67,9 @@ def apply_masking(
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """ESPnet's ``masking(x, padding)``: masked frames of x (batch, frames, D) replaced by the
     util's mask embedding; returns x and {"mask_m": mask, "mask_u": ~mask}, masks on x's
-    device. ``lengths`` (batch,) are the real frames; the pad mask ESPnet's util takes is
-    formed from them only where that util runs."""
+    device. ``lengths`` (batch,) are the real frames, best on the CPU: the spans are drawn
+    there, and lengths on the GPU would make the host wait for it. The pad mask ESPnet's util
+    takes is formed from them only where that util runs."""
     if not covers(masking):
         return masking(x, make_pad_mask(lengths, maxlen=x.shape[1]).to(x.device))
     mask = span_mask(x.shape[0], x.shape[1], lengths, masking.mask_prob, masking.mask_length)

@@ -37,13 +37,17 @@ class MambaHuBERTSSLModel(ESPnetSSLModel):
         use_final_output: bool = True,
     ) -> Dict:
         """speech (batch, samples) -> {"encoder_output": [output of each block], lengths, mask_info}."""
-        speech = speech[:, : speech_lengths.max()]
+        # The lengths, read before any of the step's work is queued: the frame lengths follow
+        # on the CPU, so that masking and the padding check need no wait for the CNN
+        host_lengths = speech_lengths.cpu()
+        speech = speech[:, : int(host_lengths.max())]
+        host_frame_lengths = self.encoder.frame_lengths(host_lengths)
         with self.encoder._grad_context():
             x, lengths = self.encoder.embed(speech, speech_lengths)
             data = {}
             if "mask" in self.util_attributes:
-                x, data["mask_info"] = apply_masking(self.util_modules["mask"], x, lengths)
-            hidden_states = self.encoder.encode(x, lengths)
+                x, data["mask_info"] = apply_masking(self.util_modules["mask"], x, host_frame_lengths)
+            hidden_states = self.encoder.encode(x, host_frame_lengths)
         data["encoder_output"] = hidden_states[1:]
         data["encoder_output_lengths"] = lengths
         return data
