@@ -165,8 +165,8 @@ def chunked_scan_train() -> None:
             with torch.no_grad():
                 fwd_ms = cuda_ms(forward, repeat=10)
             step_ms = cuda_ms(lambda: forward().backward(dout), repeat=10)
-            chunk = f"{chunk}{' (default)' if chunk == train_chunk_size(frames) else ''}"
-            print(f"| {batch} x {frames} | {name} | {chunk} | {fwd_ms:.3f} | {step_ms:.3f} | {err:.1e} |")
+            label = f"{chunk}{' (default)' if chunk == train_chunk_size(frames) else ''}"
+            print(f"| {batch} x {frames} | {name} | {label} | {fwd_ms:.3f} | {step_ms:.3f} | {err:.1e} |")
 
 
 def pos_conv() -> None:
