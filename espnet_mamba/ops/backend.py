@@ -61,8 +61,8 @@ def mamba_kernels():
     except Exception:
         causal_conv1d_fn = causal_conv1d_update = None
         _logger.warning("mamba-ssm imports but causal-conv1d does not: the Mamba blocks' depthwise conv runs "
-                        "our PyTorch code on CUDA, which trains slower (docs/benchmarks.md, 'Without "
-                        "causal-conv1d'). Install causal-conv1d==1.7.0.")  # fmt: skip
+                        "our PyTorch code on CUDA, which is slower in training and on long inputs (docs/benchmarks.md, "
+                        "'Without causal-conv1d'). Install causal-conv1d==1.7.0.")  # fmt: skip
     kernels.update(
         selective_state_update=selective_state_update,
         causal_conv1d_fn=causal_conv1d_fn,
