@@ -313,11 +313,15 @@ def summarize(results: Sequence[StreamResult], delays: Sequence[float], chunk_ms
 
 
 def benchmark_preset(preset: str, seconds: float, chunk_ms: float, vocab_size: int = 32, seed: int = 0,
-                     **overrides) -> dict:
+                     repeats: int = 1, **overrides) -> dict:
     """Streaming cost of a randomly initialised causal preset with a CTC layer of
-    ``vocab_size`` and greedy decoding on ``seconds`` of noise: RTF and per-chunk compute
-    (median, p95, and the last chunk's, which grows with the stream for attention's
-    key/value cache), after a warm-up stream of one second."""
+    ``vocab_size`` and greedy decoding on ``seconds`` of noise, after a warm-up stream of one
+    second. The stream runs ``repeats`` times: the RTF is the median of the runs (each run's
+    in ``rtf_runs``, so a noisy machine shows as their spread), the per-chunk compute (median,
+    p95) is over all their chunks, and the last chunk's (which grows with the stream for
+    attention's key/value cache) is the last run's."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
     import espnet_mamba
 
     cfg = espnet_mamba.load_config(preset, **overrides)
@@ -329,16 +333,19 @@ def benchmark_preset(preset: str, seconds: float, chunk_ms: float, vocab_size: i
     recognizer = StreamingRecognizer(backbone, lambda h: head(h).log_softmax(-1), build_decoder("greedy"))
     size = chunk_samples(chunk_ms)
     recognizer.run(0.1 * torch.randn(SAMPLE_RATE), size)  # warm-up
-    result = recognizer.run(0.1 * torch.randn(int(seconds * SAMPLE_RATE)), size)
-    summary = summarize([result], [], chunk_ms)
+    audio = 0.1 * torch.randn(int(seconds * SAMPLE_RATE))
+    results = [recognizer.run(audio, size) for _ in range(repeats)]
+    summary = summarize(results, [], chunk_ms)
+    rtf_runs = [summarize([result], [], chunk_ms)["rtf"] for result in results]
     return {
         "preset": preset,
         "parameters_m": round(sum(p.numel() for p in backbone.parameters()) / 1e6, 2),
         "seconds": seconds,
         "chunk_ms": chunk_ms,
-        "rtf": summary["rtf"],
+        "rtf": statistics.median(rtf_runs),
+        "rtf_runs": rtf_runs,
         "chunk_compute_ms_median": summary["chunk_compute_ms_median"],
         "chunk_compute_ms_p95": summary["chunk_compute_ms_p95"],
-        "last_chunk_compute_ms": round(1000 * result.chunks[-1].compute_s, 3),
+        "last_chunk_compute_ms": round(1000 * results[-1].chunks[-1].compute_s, 3),
         "torch_threads": torch.get_num_threads(),
     }

@@ -301,14 +301,17 @@ def test_benchmark_mode_compares_mamba_and_causal_transformer(tmp_path):
 
     rows = asr_stream.benchmark(asr_stream.parse_args([
         "--bench_presets", "mamba_small,causal_transformer_small", "--bench_seconds", "1",
-        "--chunk_ms", "200", "--output_dir", str(tmp_path),
+        "--chunk_ms", "200", "--bench_repeats", "3", "--output_dir", str(tmp_path),
     ]))  # fmt: skip
     assert [r["preset"] for r in rows] == ["mamba_small", "causal_transformer_small"]
     for row in rows:
         assert row["rtf"] > 0 and row["chunk_compute_ms_p95"] >= row["chunk_compute_ms_median"] > 0
+        assert len(row["rtf_runs"]) == 3 and row["rtf"] == sorted(row["rtf_runs"])[1]  # the median run
     assert json.loads((tmp_path / "stream_benchmark.json").read_text()) == rows
     with pytest.raises(ValueError, match="bidirectional"):
         asr_streaming.benchmark_preset("extbimamba_small", 1, 200)
+    with pytest.raises(ValueError, match="repeats"):
+        asr_streaming.benchmark_preset("mamba_small", 1, 200, repeats=0)
 
 
 # Fine-tuning config -------------------------------------------------------------------------

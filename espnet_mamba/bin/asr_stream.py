@@ -54,6 +54,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="do not print partial hypotheses")
     p.add_argument("--bench_presets", help="benchmark mode: comma-separated causal presets")
     p.add_argument("--bench_seconds", type=float, default=10.0)
+    p.add_argument("--bench_repeats", type=int, default=1,
+                   help="benchmark mode: timed streams per preset and chunk length (RTF: their median)")
     return p
 
 
@@ -108,7 +110,7 @@ def benchmark(args) -> list:
     rows = []
     for preset in [p.strip() for p in args.bench_presets.split(",") if p.strip()]:
         for chunk_ms in [float(c) for c in args.chunk_ms.split(",")]:
-            row = asr_streaming.benchmark_preset(preset, args.bench_seconds, chunk_ms)
+            row = asr_streaming.benchmark_preset(preset, args.bench_seconds, chunk_ms, repeats=args.bench_repeats)
             print(json.dumps(row), flush=True)
             rows.append(row)
     args.output_dir.mkdir(parents=True, exist_ok=True)
