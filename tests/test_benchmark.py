@@ -1,9 +1,12 @@
-"""The benchmark: MAC counting, timing loop, OOM handling, reports and the CLI (tiny, CPU)."""
+"""The benchmark: MAC counting, timing loop, OOM handling, reports and the CLI (tiny, CPU);
+and tools/export_code.sh, which puts old code beside new for A/B timings."""
 
 import json
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,3 +210,23 @@ def test_profile_kernel_table_ranks_ops_by_time():
     lines = table.splitlines()
     assert lines[0].startswith("| kernel | ms | calls | share of") and len(lines) == 2 + 3
     assert "`aten::mm` |" in lines[2] and "| 20 |" in lines[2]  # 20 products outweigh one add
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="tools/export_code.sh reads commits: needs a git checkout")
+def test_export_code_gives_an_importable_copy_of_a_commit(tmp_path):
+    # the A/B helper: old code in a folder of its own, presets as plain files, imported first from there
+    old = tmp_path / "old"
+    done = subprocess.run([str(REPO / "tools/export_code.sh"), "HEAD", str(old)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not (old / "espnet_mamba/presets").is_symlink()
+    probe = "import espnet_mamba, s3prl_upstream; print(espnet_mamba.__file__); print(espnet_mamba.load_config('mamba_base').num_layers)"
+    ran = subprocess.run([sys.executable, "-c", probe], cwd=old, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(old)})  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    module_file, layers = ran.stdout.split()
+    assert Path(module_file).is_relative_to(old) and int(layers) == 12
+    again = subprocess.run([str(REPO / "tools/export_code.sh"), "HEAD", str(old)], capture_output=True, text=True)
+    assert again.returncode == 2 and "not empty" in again.stderr
