@@ -222,7 +222,8 @@ def test_export_code_gives_an_importable_copy_of_a_commit(tmp_path):
     done = subprocess.run([str(REPO / "tools/export_code.sh"), "HEAD", str(old)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert not (old / "espnet_mamba/presets").is_symlink()
-    probe = "import espnet_mamba, s3prl_upstream; print(espnet_mamba.__file__); print(espnet_mamba.load_config('mamba_base').num_layers)"
+    probe = ("import espnet_mamba, s3prl_upstream; print(espnet_mamba.__file__); "
+             "print(espnet_mamba.load_config('mamba_base').num_layers)")
     ran = subprocess.run([sys.executable, "-c", probe], cwd=old, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(old)})  # fmt: skip
     assert ran.returncode == 0, ran.stderr
