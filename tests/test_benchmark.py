@@ -18,6 +18,7 @@ from espnet_mamba.bin import benchmark as cli
 
 from conftest import TINY_CNN
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = dict(d_model=64, num_layers=2, heads=4, conv_layers=TINY_CNN, ffn_dim=128, final_dim=32, num_classes=20)
 TINY_ARGS = [f"--override={k}={json.dumps(v)}" for k, v in TINY.items()]
 
@@ -210,9 +211,6 @@ def test_profile_kernel_table_ranks_ops_by_time():
     lines = table.splitlines()
     assert lines[0].startswith("| kernel | ms | calls | share of") and len(lines) == 2 + 3
     assert "`aten::mm` |" in lines[2] and "| 20 |" in lines[2]  # 20 products outweigh one add
-
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.skipif(not (REPO / ".git").exists(), reason="tools/export_code.sh reads commits: needs a git checkout")
