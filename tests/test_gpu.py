@@ -69,17 +69,43 @@ def test_selective_scan_last_state_matches_kernel():
     torch.testing.assert_close(our_state, kernel_state, **TOL[torch.float32])
 
 
+def _conv_inputs(dtype, layout, channels=300, length=1000):
+    """x (2, E, L) in either layout, weight (E, 4), bias (E,), all requiring grad, and an
+    output gradient (2, E, L)."""
+    shape = (2, channels, length) if layout == "channel-major" else (2, length, channels)
+    x = torch.randn(*shape, device=DEVICE, dtype=dtype)
+    x = (x if layout == "channel-major" else x.transpose(1, 2)).requires_grad_()
+    weight = torch.randn(channels, 4, device=DEVICE).requires_grad_()
+    grad = torch.randn(2, channels, length, device=DEVICE, dtype=dtype)
+    return (x, weight, torch.randn(channels, device=DEVICE).requires_grad_()), grad
+
+
+@pytest.mark.parametrize("layout", ["channel-major", "time-major"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_causal_conv1d_triton_matches_torch_with_gradients(dtype, layout, monkeypatch):
+    monkeypatch.setitem(mamba_kernels(), "causal_conv1d_fn", None)  # ours where causal-conv1d is installed too
+    inputs, grad = _conv_inputs(dtype, layout)  # E 300: not a multiple of 8, nor of the channel block
+    kernel, kernel_state = causal_conv1d(*inputs, "silu", impl="kernel")
+    assert kernel.stride() == inputs[0].stride()
+    ours, our_state = causal_conv1d(inputs[0].float(), *inputs[1:], "silu", impl="torch")  # float32 sums
+    torch.testing.assert_close(kernel.float(), ours, **TOL[dtype])
+    torch.testing.assert_close(kernel_state, our_state.to(dtype))
+    for got, want in zip(torch.autograd.grad(kernel, inputs, grad), torch.autograd.grad(ours, inputs, grad.float())):
+        torch.testing.assert_close(got.float(), want.float(), **TOL[dtype])
+
+
 @pytest.mark.skipif(mamba_kernels() is None or mamba_kernels()["causal_conv1d_fn"] is None,
                     reason="needs causal-conv1d")
+@pytest.mark.parametrize("layout", ["channel-major", "time-major"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_causal_conv1d_torch_matches_kernel(dtype):
-    x = torch.randn(2, 64, 300, device=DEVICE, dtype=dtype)
-    weight = torch.randn(64, 4, device=DEVICE, dtype=dtype)
-    bias = torch.randn(64, device=DEVICE, dtype=dtype)
-    kernel, kernel_state = causal_conv1d(x, weight, bias, "silu", impl="kernel")
-    ours, our_state = causal_conv1d(x, weight, bias, "silu", impl="torch")
-    torch.testing.assert_close(ours, kernel, **TOL[dtype])
-    torch.testing.assert_close(our_state, kernel_state)
+def test_causal_conv1d_triton_matches_causal_conv1d_kernel(dtype, layout, monkeypatch):
+    inputs, grad = _conv_inputs(dtype, layout, channels=304)  # causal-conv1d's channel-last needs E % 8 == 0
+    theirs = mamba_kernels()["causal_conv1d_fn"](*inputs, activation="silu")
+    monkeypatch.setitem(mamba_kernels(), "causal_conv1d_fn", None)  # so causal_conv1d runs ours
+    ours, _ = causal_conv1d(*inputs, "silu", impl="kernel")
+    torch.testing.assert_close(ours, theirs, **TOL[dtype])
+    for got, want in zip(torch.autograd.grad(ours, inputs, grad), torch.autograd.grad(theirs, inputs, grad)):
+        torch.testing.assert_close(got, want, **TOL[dtype])
 
 
 @pytest.mark.parametrize("mixer_class", [Mamba, InnBiMamba])

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from reference import selective_scan_reference
 
 from espnet_mamba.ops import backend, causal_conv1d, selective_scan
+from espnet_mamba.ops.causal_conv1d import _fits_causal_conv1d
 
 BATCH, CHANNELS, STATES = 2, 6, 4
 
@@ -168,8 +169,8 @@ def test_selective_scan_unknown_impl_raises():
 
 @pytest.mark.parametrize("impl", ["auto", "kernel"])
 def test_use_kernel_falls_back_where_a_required_function_is_missing(impl, monkeypatch):
-    # mamba-ssm imports, causal-conv1d does not: ops needing causal-conv1d take our PyTorch
-    # code, the others the kernels (a stand-in for a CUDA tensor: only is_cuda is read)
+    # mamba-ssm imports, causal-conv1d does not: ops needing causal-conv1d fall back to our
+    # code, the others take the kernels (a stand-in for a CUDA tensor: only is_cuda is read)
     kernels = {"selective_scan_fn": object(), "mamba_inner_fn": object(), "causal_conv1d_fn": None}
     monkeypatch.setattr(backend, "mamba_kernels", lambda: kernels)
     x = SimpleNamespace(is_cuda=True, device="cuda:0")
@@ -177,6 +178,20 @@ def test_use_kernel_falls_back_where_a_required_function_is_missing(impl, monkey
     assert not backend.use_kernel(impl, x, "causal_conv1d", requires="causal_conv1d_fn")
     kernels["causal_conv1d_fn"] = object()
     assert backend.use_kernel(impl, x, "causal_conv1d", requires="causal_conv1d_fn")
+
+
+def test_use_triton_only_on_cuda_and_never_under_torch(monkeypatch):
+    monkeypatch.setattr(backend, "triton_available", lambda: True)
+    cuda = SimpleNamespace(is_cuda=True, device="cuda:0")  # only is_cuda and device are read
+    assert backend.use_triton("auto", cuda, "causal_conv1d") and backend.use_triton("kernel", cuda, "causal_conv1d")
+    assert not backend.use_triton("torch", cuda, "causal_conv1d")
+    assert not backend.use_triton("auto", torch.zeros(1), "causal_conv1d")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        backend.use_triton("kernel", torch.zeros(1), "causal_conv1d")
+    monkeypatch.setattr(backend, "triton_available", lambda: False)
+    assert not backend.use_triton("auto", cuda, "causal_conv1d")
+    with pytest.raises(RuntimeError, match="Triton does not import"):
+        backend.use_triton("kernel", cuda, "causal_conv1d")
 
 
 # causal_conv1d ------------------------------------------------------------------------------
@@ -195,6 +210,14 @@ def conv1d_definition(x, weight, bias, activation):
     width = weight.shape[1]
     y = F.conv1d(x, weight[:, None, :], bias, padding=width - 1, groups=x.shape[1])[..., : x.shape[-1]]
     return F.silu(y) if activation == "silu" else y
+
+
+def test_causal_conv1d_kernel_is_chosen_only_for_shapes_it_takes():
+    time_major = torch.zeros(2, 100, 304).transpose(1, 2)  # channel-last (batch, E, L) view
+    assert _fits_causal_conv1d(time_major, 4)
+    assert not _fits_causal_conv1d(time_major, 5)  # causal-conv1d takes 2 to 4 taps
+    assert not _fits_causal_conv1d(torch.zeros(2, 100, 300).transpose(1, 2), 4)  # E not a multiple of 8
+    assert _fits_causal_conv1d(torch.zeros(2, 300, 100), 4)  # channel-major: any E
 
 
 @pytest.mark.parametrize("activation", ["silu", None])

@@ -1,5 +1,6 @@
 """Our Triton kernels on CPU, through Triton's interpreter: the chunked scan and its gradients
-against our PyTorch scan, the grouped conv and its gradients against torch's conv1d.
+against our PyTorch scan, the grouped conv and the depthwise conv and their gradients against
+torch's conv1d.
 
 ``TRITON_INTERPRET=1`` must be set before Triton compiles the kernels at import, so the checks
 run in a fresh interpreter (``_run_interpreted``). The GPU tests (tests/test_gpu.py) compare
@@ -25,7 +26,7 @@ import json
 import torch
 import torch.nn.functional as F
 from espnet_mamba.nn.mamba import Mamba
-from espnet_mamba.ops import chunked_selective_scan, grouped_conv1d, selective_scan
+from espnet_mamba.ops import chunked_selective_scan, depthwise_conv1d_silu, grouped_conv1d, selective_scan
 
 torch.manual_seed(0)
 batch, length, E, N = 2, 45, 24, 5  # N not a power of two: the state tile is padded to 8
@@ -80,6 +81,25 @@ for groups, width, taps in ((4, 6, 8), (2, 16, 5)):  # channels padded to 16, or
     expected = torch.autograd.grad(reference, (x, w, b), grad)
     errors[f"grouped conv {groups} x {width}"] = [(y - reference).abs().max().item(), float(y.shape != reference.shape)]
     errors[f"grouped conv {groups} x {width} gradients"] = [(a - e).abs().max().item() for a, e in zip(ours, expected)]
+
+# Depthwise conv: 3 frame blocks (the last partial) x 2 channel blocks (the last partial), in
+# both layouts the mixers pass; without bias and SiLU too
+cases = (("time-major", True, True), ("channel-major", True, True), ("time-major", False, False))
+for layout, silu, with_bias in cases:
+    E, K, length = 20, 4, 37
+    x = torch.randn(2, length, E) if layout == "time-major" else torch.randn(2, E, length).transpose(1, 2)
+    x.requires_grad_()
+    w = torch.randn(E, K, requires_grad=True)
+    b = torch.randn(E, requires_grad=True) if with_bias else None
+    grad = torch.randn(2, length, E)
+    y = depthwise_conv1d_silu(x, w, b, silu=silu, block_t=16, block_c=16)
+    ours = torch.autograd.grad(y, [t for t in (x, w, b) if t is not None], grad)
+    reference = F.conv1d(x.transpose(1, 2), w[:, None], b, padding=K - 1, groups=E)[..., :length].transpose(1, 2)
+    reference = F.silu(reference) if silu else reference
+    expected = torch.autograd.grad(reference, [t for t in (x, w, b) if t is not None], grad)
+    name = f"depthwise conv {layout}, silu {silu}, bias {with_bias}"
+    errors[name] = [(y - reference).abs().max().item(), float(y.stride() != x.stride())]
+    errors[name + " gradients"] = [(a - e).abs().max().item() for a, e in zip(ours, expected)]
 print(json.dumps(errors))
 """
 
@@ -95,7 +115,10 @@ def test_kernels_match_torch_in_triton_interpreter():
     errors = _run_interpreted(_CHECKS)
     assert set(errors) == {"zero start, 6 chunks", "initial state, 3 chunks", "gradients, relative", "mixer",
                            "mixer gradients, relative", "grouped conv 4 x 6",
-                           "grouped conv 4 x 6 gradients", "grouped conv 2 x 16", "grouped conv 2 x 16 gradients"}
+                           "grouped conv 4 x 6 gradients", "grouped conv 2 x 16", "grouped conv 2 x 16 gradients",
+                           *(f"depthwise conv {name}{part}" for name in ("time-major, silu True, bias True",
+                             "channel-major, silu True, bias True", "time-major, silu False, bias False")
+                             for part in ("", " gradients"))}  # fmt: skip
     for name, values in errors.items():
         assert max(values) < 1e-4, (name, values)
 

@@ -19,15 +19,19 @@ pos_conv   HuBERT's positional conv (768 channels, 16 groups, 128 taps) + GELU a
            frames: cuDNN in float32 (TF32) against our Triton kernel in bfloat16 over frame
            blocks, warps and pipeline stages; the largest difference from cuDNN without TF32.
            Then forward + backward at 8 x 749 and 1 x 16000 frames, cuDNN against Triton.
+dw_conv    Mamba's depthwise causal conv + SiLU (E 2304, 4 taps), bf16, time-major as the
+           chunked-scan mixer runs it: at 1 x 32768 frames (inference) and 8 x 750 and
+           1 x 16000 (forward + backward), our Triton kernel over frame and channel blocks
+           against causal-conv1d's channel-last kernel and our PyTorch code.
 cnn_conv   the waveform CNN's first four layers with LayerNorm and GELU, bf16, at 8 x 15 s and
            1 x 320 s: the product over unfolded windows against cuDNN's NHWC conv2d, forward
            and forward + backward.
 
-    python tools/gpu_micro.py sdpa scan_rows chunked_scan chunked_scan_train pos_conv cnn_conv
+    python tools/gpu_micro.py sdpa scan_rows chunked_scan chunked_scan_train pos_conv dw_conv cnn_conv
 """
 
+import functools
 import itertools
-
 import sys
 
 import torch
@@ -214,6 +218,38 @@ def pos_conv() -> None:
             print(f"| {batch} x {frames} | {name} | {cuda_ms(lambda: run().backward(grad), repeat=5):.3f} |")
 
 
+def dw_conv() -> None:
+    from espnet_mamba.ops import causal_conv1d, mamba_kernels
+    from espnet_mamba.ops.depthwise_conv import depthwise_conv1d_silu
+
+    channels = 2304
+    theirs = (mamba_kernels() or {}).get("causal_conv1d_fn")
+    print("| batch x frames | conv | block_t | block_c | forward ms | forward + backward ms | max abs diff |")
+    print("|---|---|---|---|---|---|---|")
+    for batch, frames in ((1, 32768), (8, 750), (1, 16000)):
+        x = torch.randn(batch, frames, channels, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        weight = (0.5 * torch.randn(channels, 4, device="cuda")).requires_grad_()
+        bias = torch.randn(channels, device="cuda").requires_grad_()
+        grad = torch.randn(batch, frames, channels, device="cuda", dtype=torch.bfloat16)
+        ref = causal_conv1d(x.float().transpose(1, 2), weight, bias, impl="torch")[0].transpose(1, 2)
+        runs = {("PyTorch", "", ""): lambda: causal_conv1d(x.transpose(1, 2), weight, bias, impl="torch")[0].mT}
+        if theirs is not None:
+            runs["causal-conv1d", "", ""] = lambda: theirs(x.transpose(1, 2), weight, bias, activation="silu").mT
+        for block_t, block_c in ((16, 256), (32, 128), (64, 64), (64, 128)):  # larger ones spill registers
+            runs["triton", block_t, block_c] = functools.partial(
+                depthwise_conv1d_silu, x, weight, bias, block_t=block_t, block_c=block_c)
+        for (name, block_t, block_c), run in runs.items():
+            def forward():
+                with torch.no_grad():
+                    return run()
+
+            out = forward()
+            err = (out.float() - ref).abs().max().item()
+            train = cuda_ms(lambda: run().backward(grad), repeat=10)
+            print(f"| {batch} x {frames} | {name} | {block_t} | {block_c} | {cuda_ms(forward, repeat=10):.3f} "
+                  f"| {train:.3f} | {err:.1e} |")
+
+
 def cnn_conv() -> None:
     """The waveform CNN's layers 1-4 (LayerNorm and GELU included), bf16 autocast, at the
     sizes of 8 x 15 s and 1 x 320 s: the product over unfolded windows against cuDNN's NHWC
@@ -248,7 +284,7 @@ def cnn_conv() -> None:
 if __name__ == "__main__":
     checks = {"sdpa": sdpa, "scan_rows": scan_rows, "chunked_scan": chunked_scan,
               "chunked_scan_train": chunked_scan_train, "pos_conv": pos_conv,
-              "cnn_conv": cnn_conv}
+              "dw_conv": dw_conv, "cnn_conv": cnn_conv}
     for name in sys.argv[1:] or checks:
         if name not in checks:
             raise SystemExit(f"unknown check {name!r}; choose from {sorted(checks)}")

@@ -11,7 +11,9 @@ Under ``auto`` and ``kernel``, the Mamba mixer runs time-major on our Triton chu
 (:mod:`espnet_mamba.ops.chunked_scan`), which parallelises over time where mamba-ssm's scan
 cannot, for CUDA inputs of at least ``CHUNKED_SCAN_MIN_FRAMES`` frames in inference, and of
 at least ``CHUNKED_SCAN_MIN_TRAIN_FRAMES`` frames in the batch with autograd (see
-:func:`use_chunked_scan`).
+:func:`use_chunked_scan`). Mamba's depthwise conv runs our Triton kernel on CUDA under both
+where causal-conv1d is not installed (:func:`use_triton`): it needs Triton only, which
+torch's Linux wheels bring.
 
 The choice made is logged once per (op, path).
 """
@@ -61,8 +63,9 @@ def mamba_kernels():
     except Exception:
         causal_conv1d_fn = causal_conv1d_update = None
         _logger.warning("mamba-ssm imports but causal-conv1d does not: the Mamba blocks' depthwise conv runs "
-                        "our PyTorch code on CUDA, which is slower in training and on long inputs (docs/benchmarks.md, "
-                        "'Without causal-conv1d'). Install causal-conv1d==1.7.0.")  # fmt: skip
+                        "our Triton kernel on CUDA, whose backward is slower (docs/benchmarks.md, 'Our "
+                        "Triton depthwise conv'), and streaming steps run without the one-frame kernels. Install "
+                        "causal-conv1d==1.7.0.")  # fmt: skip
     kernels.update(
         selective_state_update=selective_state_update,
         causal_conv1d_fn=causal_conv1d_fn,
@@ -96,11 +99,7 @@ def use_kernel(impl: str, x: torch.Tensor, op: str, requires: Optional[str] = No
     check_impl(impl)
     kernel = False
     if impl == "kernel":
-        if not x.is_cuda:
-            raise RuntimeError(
-                f"ssm impl 'kernel' needs CUDA tensors, got a tensor on {x.device}; "
-                "use impl 'auto' or 'torch' on CPU"
-            )
+        _require_cuda(x)
         if mamba_kernels() is None:
             raise RuntimeError(
                 "ssm impl 'kernel' was asked for but mamba-ssm does not import: install the "
@@ -109,8 +108,9 @@ def use_kernel(impl: str, x: torch.Tensor, op: str, requires: Optional[str] = No
         kernel = True
     elif impl == "auto":
         kernel = x.is_cuda and mamba_kernels() is not None
-    if kernel and requires is not None:
-        kernel = mamba_kernels()[requires] is not None
+    if kernel and requires is not None and mamba_kernels()[requires] is None:
+        _log_path(op, f"fallback ({requires} is not installed)")
+        return False
     _log_path(op, "mamba-ssm kernel" if kernel else "pytorch")
     return kernel
 
@@ -120,6 +120,26 @@ def _log_path(op: str, path: str) -> None:
     if (op, path) not in _logged:
         _logged.add((op, path))
         _logger.info("%s runs on the %s path", op, path)
+
+
+def _require_cuda(x: torch.Tensor) -> None:
+    if not x.is_cuda:
+        raise RuntimeError(
+            f"ssm impl 'kernel' needs CUDA tensors, got a tensor on {x.device}; use impl 'auto' or 'torch' on CPU"
+        )
+
+
+def use_triton(impl: str, x: torch.Tensor, op: str) -> bool:
+    """Whether ``op`` on tensor ``x`` should run a Triton kernel of ours: CUDA, ``impl`` not
+    "torch", and Triton present; under "kernel", a clear error where it cannot."""
+    check_impl(impl)
+    if impl == "kernel":
+        _require_cuda(x)
+        if not triton_available():
+            raise RuntimeError("ssm impl 'kernel' was asked for but Triton does not import; use impl 'auto'/'torch'")
+    triton_path = impl != "torch" and x.is_cuda and triton_available()
+    _log_path(op, "Triton kernel" if triton_path else "pytorch")
+    return triton_path
 
 
 def use_chunked_scan(impl: str, x: torch.Tensor, needs_grad: bool) -> bool:

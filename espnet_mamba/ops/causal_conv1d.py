@@ -1,11 +1,13 @@
-"""Depthwise causal 1-D convolution of Mamba: the causal-conv1d kernel or PyTorch."""
+"""Depthwise causal 1-D convolution of Mamba: the causal-conv1d kernel, else our Triton kernel
+on CUDA, or PyTorch."""
 
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from espnet_mamba.ops.backend import check_impl, mamba_kernels, use_kernel
+from espnet_mamba.ops.backend import check_impl, mamba_kernels, use_kernel, use_triton
+from espnet_mamba.ops.depthwise_conv import depthwise_conv1d_silu
 
 
 def causal_conv1d(
@@ -22,6 +24,9 @@ def causal_conv1d(
         x: (batch, E, L). weight: (E, K). bias: (E,).
         activation: "silu" or None.
         initial_state: (batch, E, K - 1), the K - 1 inputs before x (zeros if None).
+        impl: "auto" and "kernel" run, on CUDA and without an initial state, causal-conv1d's
+            kernel where it is installed and takes x's shape (:func:`_fits_causal_conv1d`),
+            else ours (``depthwise_conv1d_silu``, in x's layout); "torch" our PyTorch code.
 
     Returns:
         y (batch, E, L) and the final state (batch, E, K - 1): the last K - 1 inputs.
@@ -32,14 +37,26 @@ def causal_conv1d(
     width = weight.shape[1]
     if initial_state is None:
         initial_state = x.new_zeros(x.shape[0], x.shape[1], width - 1)
-        if use_kernel(impl, x, "causal_conv1d", requires="causal_conv1d_fn"):
+        if use_kernel(impl, x, "causal_conv1d", requires="causal_conv1d_fn") and _fits_causal_conv1d(x, width):
             y = mamba_kernels()["causal_conv1d_fn"](x, weight, bias, activation=activation)
             return y, _last_inputs(initial_state, x, width)
+        if use_triton(impl, x, "causal_conv1d"):
+            y = depthwise_conv1d_silu(x.transpose(1, 2), weight, bias, silu=activation == "silu")
+            return y.transpose(1, 2), _last_inputs(initial_state, x, width)
     padded = torch.cat([initial_state.to(x.dtype), x], dim=-1)
     y = _depthwise_conv(padded, weight, bias)
     if activation == "silu":
         y = F.silu(y)
     return y, padded[..., padded.shape[-1] - (width - 1) :]
+
+
+def _fits_causal_conv1d(x: torch.Tensor, width: int) -> bool:
+    """Whether causal-conv1d 1.7's kernel takes x (batch, E, L): 2 to 4 taps, and in the
+    channel-last layout E and the strides of batch and L multiples of 8."""
+    if not 2 <= width <= 4:
+        return False
+    channel_last = x.stride(1) == 1 and x.stride(2) != 1
+    return not channel_last or (x.shape[1] % 8 == 0 and x.stride(0) % 8 == 0 and x.stride(2) % 8 == 0)
 
 
 def _depthwise_conv(padded: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
