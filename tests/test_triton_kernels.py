@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from espnet_mamba.ops import backend, chunked_selective_scan, grouped_conv1d
+from espnet_mamba.ops import backend, chunked_selective_scan, depthwise_conv1d_silu, grouped_conv1d
 from espnet_mamba.ops.backend import triton_available
 from espnet_mamba.ops.chunked_scan import default_chunk_size, train_chunk_size
 
@@ -160,6 +160,17 @@ def test_grouped_conv_refuses_bad_shapes():
         grouped_conv1d(x, w, b, groups=4)
     with pytest.raises(ValueError, match="fewer than the 3 taps"):
         grouped_conv1d(x[:, :2], w, b, groups=2)
+
+
+def test_depthwise_conv_refuses_bad_shapes_and_32_bit_overflow():
+    with pytest.raises(ValueError, match="weight \\(E, K\\)"):
+        depthwise_conv1d_silu(torch.zeros(1, 20, 8), torch.zeros(6, 4), None)
+    huge = torch.zeros(1, 1, 8).expand(2**14, 2**14, 8)  # 2^31 elements, no memory
+    with pytest.raises(ValueError, match="32-bit offsets"):
+        depthwise_conv1d_silu(huge, torch.zeros(8, 4), None)
+    sparse_view = torch.empty_strided((2, 4, 8), (2**31, 8, 1), device="meta")  # 64 elements 2^31 apart
+    with pytest.raises(ValueError, match="32-bit offsets"):
+        depthwise_conv1d_silu(sparse_view, torch.zeros(8, 4, device="meta"), None)
 
 
 def test_needs_autograd_follows_grad_mode_input_and_parameters():

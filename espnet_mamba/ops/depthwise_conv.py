@@ -177,4 +177,8 @@ def depthwise_conv1d_silu(
         raise RuntimeError("the depthwise conv kernel needs Triton, which is not installed on this platform")
     if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[2]:
         raise ValueError(f"x (batch, L, E) and weight (E, K) expected, got {tuple(x.shape)} and {tuple(weight.shape)}")
+    # The kernels index with 32-bit offsets: the output is dense, x may be a view of a larger tensor
+    if max(x.numel(), 1 + sum((n - 1) * step for n, step in zip(x.shape, x.stride()))) >= 2**31:
+        raise ValueError(f"the depthwise conv kernel indexes with 32-bit offsets: x of shape {tuple(x.shape)} "
+                         f"and strides {x.stride()} spans too many elements; split the batch")  # fmt: skip
     return _DepthwiseConvSilu.apply(x, weight.contiguous(), bias, silu, block_t, block_c)
