@@ -170,8 +170,8 @@ def depthwise_conv1d_silu(
         silu: apply SiLU (False: the conv alone).
 
     Returns:
-        (batch, L, E) in x's dtype, E or L innermost as in x; sums in float32. The gradients of weight and
-        bias are summed in float32 and returned in their dtypes.
+        (batch, L, E) in x's dtype, E or L innermost as in x; sums in float32. The gradients
+        of weight and bias are summed in float32 and returned in their dtypes.
     """
     if not triton_available():
         raise RuntimeError("the depthwise conv kernel needs Triton, which is not installed on this platform")
