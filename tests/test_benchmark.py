@@ -213,6 +213,20 @@ def test_profile_kernel_table_ranks_ops_by_time():
     assert "`aten::mm` |" in lines[2] and "| 20 |" in lines[2]  # 20 products outweigh one add
 
 
+def test_profile_op_table_tells_calls_apart_by_input_shape():
+    from torch.profiler import ProfilerActivity
+
+    from espnet_mamba.bin.profile_parts import op_table
+
+    big, small = torch.randn(512, 512), torch.randn(8, 8)
+    table = op_table(lambda: [big @ big for _ in range(5)] + [small @ small for _ in range(50)], top=2,
+                     activities=[ProfilerActivity.CPU])
+    lines = table.splitlines()
+    assert lines[0].startswith("| op (input shapes) | ms | calls |") and len(lines) == 2 + 2
+    assert "`aten::mm` [[512, 512], [512, 512]]" in lines[2] and "| 5 |" in lines[2]  # 5 large outweigh 50 small
+    assert "[[8, 8], [8, 8]]" in lines[3] and "| 50 |" in lines[3]
+
+
 @pytest.mark.skipif(not (REPO / ".git").exists(), reason="tools/export_code.sh reads commits: needs a git checkout")
 def test_export_code_gives_an_importable_copy_of_a_commit(tmp_path):
     # the A/B helper: old code in a folder of its own, presets as plain files, imported first from there

@@ -8,6 +8,7 @@ Tolerances are mamba-ssm's own tests': fp32 rtol 6e-4 / atol 2e-3, bf16 rtol 3e-
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import espnet_mamba
 from espnet_mamba.nn.bidirectional import ExtBiMamba, InnBiMamba
@@ -339,7 +340,8 @@ def test_positional_conv_kernels_match_cudnn_with_gradients(products, limit, cau
 @pytest.mark.parametrize("mode", ["group_norm", "layer_norm"])
 def test_cnn_on_cudnn_nhwc_matches_cpu_product_with_gradients(mode):
     """The waveform CNN's layers run as cuDNN's NHWC conv on CUDA and as a product over the
-    unfolded windows on CPU: same outputs and gradients in float32, padded batch included."""
+    unfolded windows on CPU, and in layer_norm mode their LayerNorm + GELU as our Triton kernel
+    on CUDA: same outputs and gradients in float32, padded batch included."""
     from espnet_mamba.nn.feature_extractor import FeatureExtractor
 
     torch.manual_seed(0)
@@ -355,6 +357,30 @@ def test_cnn_on_cudnn_nhwc_matches_cpu_product_with_gradients(mode):
         grads.append([t.detach().cpu().clone() for t in (features, x.grad, *(p.grad for p in cnn.parameters()))])
     for cpu, gpu in zip(*grads):
         torch.testing.assert_close(gpu, cpu, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("channels", [512, 300])
+def test_layer_norm_gelu_kernel_matches_torch_under_autocast(channels):
+    """The CNN's LayerNorm + GELU kernel on bfloat16 conv outputs, as autocast runs the
+    PyTorch ops (the norm in float32, its output cast back): 2 x 1001 rows, not a multiple of
+    the row block, and 300 channels, not a power of two."""
+    from espnet_mamba.ops import layer_norm_gelu
+
+    torch.manual_seed(0)
+    x = (3 * torch.randn(2, 1001, channels, device=DEVICE) + 1).to(torch.bfloat16).requires_grad_()
+    weight = (1 + 0.3 * torch.randn(channels, device=DEVICE)).requires_grad_()
+    bias = (0.3 * torch.randn(channels, device=DEVICE)).requires_grad_()
+    grad = torch.randn(2, 1001, channels, device=DEVICE, dtype=torch.bfloat16)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        ours = layer_norm_gelu(x, weight, bias)
+        reference = F.gelu(F.layer_norm(x, (channels,), weight, bias)).to(torch.bfloat16)
+    assert ours.dtype == torch.bfloat16
+    torch.testing.assert_close(ours, reference, **TOL[torch.bfloat16])
+    our_grads = torch.autograd.grad(ours, (x, weight, bias), grad)
+    reference_grads = torch.autograd.grad(reference, (x, weight, bias), grad)
+    for name, a, b in zip(("x", "weight", "bias"), our_grads, reference_grads):
+        assert a.dtype == b.dtype, name
+        torch.testing.assert_close(a.float(), b.float(), rtol=1e-2, atol=1e-2 * b.abs().max().item(), msg=name)
 
 
 @pytest.mark.parametrize("preset", ["mamba_base", "causal_transformer_base"])

@@ -1,6 +1,6 @@
 """Our Triton kernels on CPU, through Triton's interpreter: the chunked scan and its gradients
 against our PyTorch scan, the grouped conv and the depthwise conv and their gradients against
-torch's conv1d.
+torch's conv1d, and the CNN's LayerNorm + GELU against torch's.
 
 ``TRITON_INTERPRET=1`` must be set before Triton compiles the kernels at import, so the checks
 run in a fresh interpreter (``_run_interpreted``). The GPU tests (tests/test_gpu.py) compare
@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from espnet_mamba.ops import backend, chunked_selective_scan, depthwise_conv1d_silu, grouped_conv1d
+from espnet_mamba.ops import backend, chunked_selective_scan, depthwise_conv1d_silu, grouped_conv1d, layer_norm_gelu
 from espnet_mamba.ops.backend import triton_available
 from espnet_mamba.ops.chunked_scan import default_chunk_size, train_chunk_size
 
@@ -26,7 +26,9 @@ import json
 import torch
 import torch.nn.functional as F
 from espnet_mamba.nn.mamba import Mamba
-from espnet_mamba.ops import chunked_selective_scan, depthwise_conv1d_silu, grouped_conv1d, selective_scan
+from espnet_mamba.ops import (
+    chunked_selective_scan, depthwise_conv1d_silu, grouped_conv1d, layer_norm_gelu, selective_scan,
+)
 
 torch.manual_seed(0)
 batch, length, E, N = 2, 45, 24, 5  # N not a power of two: the state tile is padded to 8
@@ -100,6 +102,17 @@ for layout, silu, with_bias in cases:
     name = f"depthwise conv {layout}, silu {silu}, bias {with_bias}"
     errors[name] = [(y - reference).abs().max().item(), float(y.stride() != x.stride())]
     errors[name + " gradients"] = [(a - e).abs().max().item() for a, e in zip(ours, expected)]
+
+# LayerNorm + GELU: 74 rows in 5 row blocks (the last partial), walked by 3 backward programs;
+# 20 channels in a tile of 32; rows far from zero mean, as a conv's output may be
+x = (3 * torch.randn(2, 37, 20) + 2).requires_grad_()
+w, b = (1 + 0.5 * torch.randn(20)).requires_grad_(), torch.randn(20, requires_grad=True)
+grad = torch.randn(2, 37, 20)
+y = layer_norm_gelu(x, w, b, eps=1e-5)
+reference = F.gelu(F.layer_norm(x, (20,), w, b, eps=1e-5))
+ours, expected = torch.autograd.grad(y, (x, w, b), grad), torch.autograd.grad(reference, (x, w, b), grad)
+errors["layer norm + gelu"] = [(y - reference).abs().max().item()]
+errors["layer norm + gelu gradients"] = [(a - e).abs().max().item() for a, e in zip(ours, expected)]
 print(json.dumps(errors))
 """
 
@@ -118,7 +131,8 @@ def test_kernels_match_torch_in_triton_interpreter():
                            "grouped conv 4 x 6 gradients", "grouped conv 2 x 16", "grouped conv 2 x 16 gradients",
                            *(f"depthwise conv {name}{part}" for name in ("time-major, silu True, bias True",
                              "channel-major, silu True, bias True", "time-major, silu False, bias False")
-                             for part in ("", " gradients"))}  # fmt: skip
+                             for part in ("", " gradients")),
+                           "layer norm + gelu", "layer norm + gelu gradients"}  # fmt: skip
     for name, values in errors.items():
         assert max(values) < 1e-4, (name, values)
 
@@ -171,6 +185,14 @@ def test_depthwise_conv_refuses_bad_shapes_and_32_bit_overflow():
     sparse_view = torch.empty_strided((2, 4, 8), (2**31, 8, 1), device="meta")  # 64 elements 2^31 apart
     with pytest.raises(ValueError, match="32-bit offsets"):
         depthwise_conv1d_silu(sparse_view, torch.zeros(8, 4, device="meta"), None)
+
+
+def test_layer_norm_gelu_refuses_bad_shapes_and_32_bit_overflow():
+    with pytest.raises(ValueError, match="weight and bias of shape \\(8,\\)"):
+        layer_norm_gelu(torch.zeros(2, 5, 8), torch.ones(6), torch.zeros(6))
+    huge = torch.zeros(1, 1, 8).expand(2**14, 2**14, 8)  # 2^31 elements, no memory
+    with pytest.raises(ValueError, match="32-bit offsets"):
+        layer_norm_gelu(huge, torch.ones(8), torch.zeros(8))
 
 
 def test_needs_autograd_follows_grad_mode_input_and_parameters():

@@ -26,8 +26,12 @@ dw_conv    Mamba's depthwise causal conv + SiLU (E 2304, 4 taps), bf16, time-maj
 cnn_conv   the waveform CNN's first four layers with LayerNorm and GELU, bf16, at 8 x 15 s and
            1 x 320 s: the product over unfolded windows against cuDNN's NHWC conv2d, forward
            and forward + backward.
+cnn_norm   the causal CNN's LayerNorm + GELU on a bf16 conv output of 512 channels, at
+           8 x 47999 frames (layer 1 at 8 x 15 s) and 1 x 1023999 (at 320 s): PyTorch's ops
+           under autocast against our Triton kernel, forward and forward + backward, and the
+           largest differences of output and input gradient.
 
-    python tools/gpu_micro.py sdpa scan_rows chunked_scan chunked_scan_train pos_conv dw_conv cnn_conv
+    python tools/gpu_micro.py sdpa scan_rows chunked_scan chunked_scan_train pos_conv dw_conv cnn_conv cnn_norm
 """
 
 import functools
@@ -281,10 +285,39 @@ def cnn_conv() -> None:
             length = (length - kernel) // stride + 1
 
 
+def cnn_norm() -> None:
+    from espnet_mamba.ops import layer_norm_gelu
+
+    def pytorch(x, w, b):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return F.gelu(F.layer_norm(x, (512,), w, b)).to(x.dtype)  # ConvLayer's cast for the next conv
+
+    print("| batch x frames | LayerNorm + GELU | forward ms | forward + backward ms | max abs diff: y, dx |")
+    print("|---|---|---|---|---|")
+    for batch, frames in ((8, 47999), (1, 1023999)):
+        x = (3 * torch.randn(batch, frames, 512, device="cuda") + 1).to(torch.bfloat16).requires_grad_()
+        w, b = (1 + 0.3 * torch.randn(512, device="cuda")).requires_grad_(), torch.randn(512, device="cuda")
+        b.requires_grad_()
+        grad = torch.randn_like(x)
+        results = {}
+        for name, run in (("PyTorch (autocast)", pytorch), ("ours (Triton)", layer_norm_gelu)):
+            def forward():
+                with torch.no_grad():
+                    return run(x, w, b)
+
+            y = forward()
+            dx, = torch.autograd.grad(run(x, w, b), x, grad)
+            results[name] = y.float(), dx.float()
+            train = cuda_ms(lambda: torch.autograd.grad(run(x, w, b), (x, w, b), grad), repeat=10)
+            diff = [(a - r).abs().max().item() for a, r in zip(results[name], results["PyTorch (autocast)"])]
+            print(f"| {batch} x {frames} | {name} | {cuda_ms(forward, repeat=10):.3f} | {train:.3f} "
+                  f"| {diff[0]:.1e}, {diff[1]:.1e} |")
+
+
 if __name__ == "__main__":
     checks = {"sdpa": sdpa, "scan_rows": scan_rows, "chunked_scan": chunked_scan,
               "chunked_scan_train": chunked_scan_train, "pos_conv": pos_conv,
-              "dw_conv": dw_conv, "cnn_conv": cnn_conv}
+              "dw_conv": dw_conv, "cnn_conv": cnn_conv, "cnn_norm": cnn_norm}
     for name in sys.argv[1:] or checks:
         if name not in checks:
             raise SystemExit(f"unknown check {name!r}; choose from {sorted(checks)}")

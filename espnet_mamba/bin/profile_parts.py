@@ -4,10 +4,12 @@
 positional conv + blocks of one ``extract_features``. ``--mode train``: one pretraining step
 (forward, masked-prediction loss, backward; see ``espnet_mamba.benchmarking.offline_step``) on
 ``--batch`` utterances, its time and peak memory. With ``--kernels N``, also the N kernels that
-take the most GPU time in one forward (CNN compiled) or one training step (torch.profiler).
+take the most GPU time in one forward (CNN compiled) or one training step (torch.profiler);
+with ``--ops N``, the N ops (with their input shapes) whose own kernels take the most.
 
     python -m espnet_mamba.bin.profile_parts --presets mamba_base,transformer_base --seconds 640 [--kernels 20]
     python -m espnet_mamba.bin.profile_parts --mode train --presets mamba_base --seconds 15 --batch 8 --kernels 12
+    python -m espnet_mamba.bin.profile_parts --mode train --presets mamba_base --seconds 15 --batch 8 --ops 30
 """
 
 import argparse
@@ -16,6 +18,7 @@ import time
 from typing import Callable, Sequence
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 import espnet_mamba
@@ -31,20 +34,39 @@ def cuda_ms(fn, repeat: int = 3) -> float:
 def kernel_table(fn: Callable[[], object], top: int,
                  activities: Sequence[ProfilerActivity] = (ProfilerActivity.CUDA,)) -> str:
     """A Markdown table of the ``top`` ops or kernels by device (else CPU) time in one call of fn."""
-    with profile(activities=list(activities)) as prof:
+    on_device = ProfilerActivity.CUDA in activities
+    events = _profiled(fn, activities, record_shapes=False).key_averages()
+    return _ranked(events, (lambda e: e.device_time_total) if on_device else (lambda e: e.self_cpu_time_total), top,
+                   "kernel", lambda e: f"`{e.key.replace('|', '/')[:100]}`")
+
+
+def op_table(fn: Callable[[], object], top: int,
+             activities: Sequence[ProfilerActivity] = (ProfilerActivity.CPU, ProfilerActivity.CUDA)) -> str:
+    """A Markdown table of the ``top`` ops of one call of fn, told apart by their input shapes,
+    by the device time of the kernels each launched itself (else by their own CPU time): which
+    call of, say, ``aten::copy_`` the copy kernels of :func:`kernel_table` belong to."""
+    on_device = ProfilerActivity.CUDA in activities
+    events = [e for e in _profiled(fn, activities, record_shapes=True).key_averages(group_by_input_shape=True)
+              if e.device_type == DeviceType.CPU]
+    return _ranked(events, (lambda e: e.self_device_time_total) if on_device else (lambda e: e.self_cpu_time_total),
+                   top, "op (input shapes)", lambda e: f"`{e.key}` {e.input_shapes}".replace("|", "/")[:160])
+
+
+def _profiled(fn: Callable[[], object], activities: Sequence[ProfilerActivity], record_shapes: bool) -> profile:
+    with profile(activities=list(activities), record_shapes=record_shapes) as prof:
         fn()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-    events = list(prof.key_averages())
+    return prof
 
-    def cost(event):
-        return event.device_time_total if ProfilerActivity.CUDA in activities else event.self_cpu_time_total
 
+def _ranked(events, cost: Callable[[object], float], top: int, heading: str, label: Callable[[object], str]) -> str:
+    """Markdown: the ``top`` events by cost (microseconds), with their count and share of the total."""
+    events = list(events)
     total = sum(cost(e) for e in events) / 1e3
-    lines = [f"| kernel | ms | calls | share of {total:.1f} ms |", "|---|---|---|---|"]
+    lines = [f"| {heading} | ms | calls | share of {total:.1f} ms |", "|---|---|---|---|"]
     for event in sorted(events, key=cost, reverse=True)[:top]:
-        name = event.key.replace("|", "/")[:100]
-        lines.append(f"| `{name}` | {cost(event) / 1e3:.2f} | {event.count} | {cost(event) / 1e3 / total:.1%} |")
+        lines.append(f"| {label(event)} | {cost(event) / 1e3:.2f} | {event.count} | {cost(event) / 1e3 / total:.1%} |")
     return "\n".join(lines)
 
 
@@ -65,12 +87,12 @@ def profile_inference(args) -> None:
             compile_s = time.time() - started
             cnn_compiled = cuda_ms(lambda: compiled(wav))
         print(f"| {preset} | {whole:.1f} | {cnn:.1f} | {cnn_compiled:.1f} ({compile_s:.0f}) | {blocks:.1f} |")
-        if args.kernels:
+        if args.kernels or args.ops:
             backbone.cfg.compile_cnn = True
             with torch.no_grad(), torch.autocast("cuda", dtype=getattr(torch, args.dtype)):
                 backbone.extract_features(wav)  # compile outside the profile
-                table = kernel_table(lambda: backbone.extract_features(wav), args.kernels)
-            print(f"\n{preset}, {args.seconds:g} s, {args.dtype}, CNN compiled: kernels by GPU time\n\n{table}\n")
+                tables = _tables(lambda: backbone.extract_features(wav), args)
+            print("".join(f"\n{preset}, {args.seconds:g} s, {args.dtype}, CNN compiled: {t}" for t in tables))
 
 
 def profile_training(args) -> None:
@@ -86,12 +108,17 @@ def profile_training(args) -> None:
         with PeakMemory(wavs.device) as memory:
             ms = cuda_ms(step)
         print(f"| {preset} | {args.batch} x {args.seconds:g} | {ms:.1f} | {memory.peak_mib:.0f} |")
-        if args.kernels:
-            tables.append(f"\n{preset}, {args.batch} x {args.seconds:g} s, {args.dtype}, training step: "
-                          f"kernels by GPU time\n\n{kernel_table(step, args.kernels)}\n")
+        tables += [f"\n{preset}, {args.batch} x {args.seconds:g} s, {args.dtype}, training step: {t}"
+                   for t in _tables(step, args)]
         del model, step
         torch.cuda.empty_cache()
     print("".join(tables))
+
+
+def _tables(fn: Callable[[], object], args) -> list:
+    """The tables asked for by --kernels and --ops, each under its heading, of one call of fn."""
+    tables = [f"kernels by GPU time\n\n{kernel_table(fn, args.kernels)}\n"] if args.kernels else []
+    return tables + ([f"ops by GPU time\n\n{op_table(fn, args.ops)}\n"] if args.ops else [])
 
 
 def main(cmd=None):
@@ -103,6 +130,8 @@ def main(cmd=None):
     parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16"))
     parser.add_argument("--kernels", type=int, default=0, metavar="N",
                         help="also print the N kernels taking the most GPU time")
+    parser.add_argument("--ops", type=int, default=0, metavar="N",
+                        help="also print the N ops, told apart by input shapes, whose kernels take the most GPU time")
     parser.add_argument("--override", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
                         help="ModelConfig field for every preset, e.g. recompute_cnn=true (repeatable)")
     args = parser.parse_args(cmd)

@@ -18,6 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from espnet_mamba.ops import layer_norm_gelu, triton_available
+
 HUBERT_CONV_LAYERS = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 MIN_SAMPLES = 400  # receptive field of one output frame
 
@@ -55,8 +57,9 @@ class ConvLayer(nn.Module):
     unfolded product's speed; on this repository's 2-core CPU the product is 2x faster for
     streaming chunks. docs/benchmarks.md, "The waveform CNN on cuDNN's NHWC conv".) Run eagerly,
     the output keeps the product's dtype, so under autocast the activations, the largest
-    tensors of long inputs, are stored in bfloat16. The parameters are those of ``nn.Conv1d``
-    (fairseq/torchaudio names).
+    tensors of long inputs, are stored in bfloat16. On CUDA, LayerNorm and GELU run eagerly as
+    one Triton kernel (:mod:`espnet_mamba.ops.layer_norm_gelu`); under torch.compile Inductor
+    fuses them instead. The parameters are those of ``nn.Conv1d`` (fairseq/torchaudio names).
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, norm: Optional[str], bias: bool):
@@ -74,6 +77,9 @@ class ConvLayer(nn.Module):
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = self._convolve(x)
         dtype = x.dtype  # bfloat16 under autocast: the next layer's product reads it so anyway
+        if self.norm_type == "layer_norm" and x.is_cuda and triton_available() and not torch.compiler.is_compiling():
+            norm = self.layer_norm
+            return layer_norm_gelu(x, norm.weight, norm.bias, norm.eps)  # one pass, in x's dtype
         if self.norm_type == "layer_norm":
             x = self.layer_norm(x)
         elif self.norm_type == "group_norm":

@@ -1,7 +1,8 @@
 """The Mamba ops, each one function that runs a kernel or its exact PyTorch twin (nothing
-above this layer knows which one ran), and three Triton kernels of ours, each with a backward
-pass: the chunked scan, where ``use_chunked_scan`` says so, the positional conv, and Mamba's
-depthwise conv where causal-conv1d is not installed (``depthwise_conv``)."""
+above this layer knows which one ran), and four Triton kernels of ours, each with a backward
+pass: the chunked scan, where ``use_chunked_scan`` says so, the positional conv, Mamba's
+depthwise conv where causal-conv1d is not installed (``depthwise_conv``), and the causal CNN's
+LayerNorm + GELU (``layer_norm_gelu``)."""
 
 from espnet_mamba.ops.backend import (
     IMPLS, mamba_kernels, needs_autograd, triton_available, use_chunked_scan, use_kernel,
@@ -10,9 +11,11 @@ from espnet_mamba.ops.causal_conv1d import causal_conv1d
 from espnet_mamba.ops.chunked_scan import chunked_selective_scan
 from espnet_mamba.ops.depthwise_conv import depthwise_conv1d_silu
 from espnet_mamba.ops.grouped_conv import grouped_conv1d
+from espnet_mamba.ops.layer_norm_gelu import layer_norm_gelu
 from espnet_mamba.ops.selective_scan import selective_scan
 
 __all__ = [
     "IMPLS", "causal_conv1d", "chunked_selective_scan", "depthwise_conv1d_silu", "grouped_conv1d",
-    "mamba_kernels", "needs_autograd", "selective_scan", "triton_available", "use_chunked_scan", "use_kernel",
+    "layer_norm_gelu", "mamba_kernels", "needs_autograd", "selective_scan", "triton_available", "use_chunked_scan",
+    "use_kernel",
 ]  # fmt: skip
