@@ -76,10 +76,10 @@ class ConvLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = self._convolve(x)
-        dtype = x.dtype  # bfloat16 under autocast: the next layer's product reads it so anyway
         if self.norm_type == "layer_norm" and x.is_cuda and triton_available() and not torch.compiler.is_compiling():
             norm = self.layer_norm
             return layer_norm_gelu(x, norm.weight, norm.bias, norm.eps)  # one pass, in x's dtype
+        dtype = x.dtype  # bfloat16 under autocast: the next layer's product reads it so anyway
         if self.norm_type == "layer_norm":
             x = self.layer_norm(x)
         elif self.norm_type == "group_norm":

@@ -84,7 +84,7 @@ if triton_available():
             cdf = 0.5 * (1.0 + tl.math.erf(pre * 0.7071067811865476))
             density = tl.exp(-0.5 * pre * pre) * 0.3989422804014327
             dy = tl.load(dy_ptr + r[:, None] * C + c[None, :], mask=ok, other=0.0).to(tl.float32)
-            g = dy * (cdf + pre * density)  # zero off the mask: dy is
+            g = dy * (cdf + pre * density)  # zero off the mask, where dy was loaded as 0
             dw += g * x_hat
             db += g
             wg = g * w[None, :]
