@@ -18,7 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from espnet_mamba.ops import layer_norm_gelu, triton_available
+from espnet_mamba.ops import layer_norm_gelu
+from espnet_mamba.ops.backend import use_triton
 
 HUBERT_CONV_LAYERS = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 MIN_SAMPLES = 400  # receptive field of one output frame
@@ -76,7 +77,7 @@ class ConvLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = self._convolve(x)
-        if self.norm_type == "layer_norm" and x.is_cuda and triton_available() and not torch.compiler.is_compiling():
+        if self.norm_type == "layer_norm" and not torch.compiler.is_compiling() and use_triton("auto", x, "cnn_norm"):
             norm = self.layer_norm
             return layer_norm_gelu(x, norm.weight, norm.bias, norm.eps)  # one pass, in x's dtype
         dtype = x.dtype  # bfloat16 under autocast: the next layer's product reads it so anyway
