@@ -147,12 +147,14 @@ def test_default_chunk_size_grows_as_sqrt_of_length_within_bounds():
     assert train_chunk_size(16000) == 128
 
 
-def test_chunked_scan_refuses_initial_state_with_autograd_and_bad_layouts():
+def test_chunked_scan_refuses_initial_state_with_autograd_odd_chunks_and_bad_layouts():
     u = torch.randn(1, 10, 4, requires_grad=True)
     args = (torch.randn(1, 10, 4), -torch.rand(4, 2), torch.randn(1, 10, 2), torch.randn(1, 10, 2),
             torch.ones(4), torch.randn(1, 10, 4), torch.zeros(4))  # fmt: skip
     with pytest.raises(RuntimeError, match="starts from a zero state"):
         chunked_selective_scan(u, *args, initial_state=torch.zeros(1, 4, 2))
+    with pytest.raises(ValueError, match="chunk_size must be even"):
+        chunked_selective_scan(u, *args, chunk_size=5)
     huge, huge_states = (torch.zeros(1, 1, n).expand(2**16, 2**15, n) for n in (4, 2))  # 2^33 elements, no memory
     with torch.no_grad(), pytest.raises(ValueError, match="32-bit offsets"):
         chunked_selective_scan(huge, huge, -torch.rand(4, 2), huge_states, huge_states, torch.ones(4), huge,

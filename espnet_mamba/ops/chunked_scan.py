@@ -23,12 +23,13 @@ g_t = C_t * dy_t + exp(dt_{t+1} A) * g_{t+1}, with dy the gradient of C . h (dou
    leaves the chunk's first frame;
 5. ``_chain_chunks(REVERSE=True)``: the same chain from the last chunk to the first gives the
    adjoint flowing into each chunk's last frame;
-6. ``_grad_chunks``: per chunk, a forward sweep from h_start keeps each frame's state in a
-   scratch buffer of its program (the states are needed again in reverse order, and a
+6. ``_grad_chunks``: per chunk, a forward sweep from h_start keeps every other frame's state
+   in a scratch buffer of its program (the states are needed again in reverse order, and a
    frame's state cannot be recovered from the next one without dividing by a decay that
-   may underflow) and gives dz and dC; a backward sweep from the adjoint flowing in gives
-   du, d(delta) and dB, and sums dA, dD and d(delta_bias). dB and dC are sums over all
-   channels: each program writes its channel block's sum, and a torch sum adds the blocks.
+   may underflow; the frame after a kept one needs only exp(dt A) times it) and gives dz and
+   dC; a backward sweep from the adjoint flowing in gives du, d(delta) and dB, and sums dA,
+   dD and d(delta_bias). dB and dC are sums over all channels: each program writes its
+   channel block's sum, and a torch sum adds the blocks.
 
 The tensors are time-major, (batch, L, E), the layout in which in_proj and dt_proj produce
 them, so that one frame's channels are one contiguous load.
@@ -257,6 +258,42 @@ if triton_available():
         c_low, c_high = _load_states(c_ptr + row * STATES, n_low, n_high, high_ok, ok)
         return u, delta, z, dout, b_low, b_high, c_low, c_high
 
+    @triton.jit
+    def _frame_terms(frame, bias, a2_low, a2_high, ok):
+        """A frame's inputs in float32 and what its gradients share: delta + delta_bias, dt,
+        dt u, dy = dout silu(z), and the decays exp(dt A) of its states."""
+        u, delta, z, dout, b_low, b_high, c_low, c_high = frame
+        u, z, dout = u.to(tl.float32), z.to(tl.float32), dout.to(tl.float32)
+        x = delta.to(tl.float32) + bias
+        dt = tl.where(ok, _softplus(x), 0.0)
+        decay_low, decay_high = tl.exp2(dt[None, :] * a2_low), tl.exp2(dt[None, :] * a2_high)
+        return (u, x, dt, dt * u, dout * z * tl.sigmoid(z), b_low.to(tl.float32), b_high.to(tl.float32),
+                c_low.to(tl.float32), c_high.to(tl.float32), decay_low, decay_high)  # fmt: skip
+
+    @triton.jit
+    def _frame_grads(terms, m_low, m_high, g_low, g_high, da_low, da_high, dd, dbias, a2_low, a2_high, d,
+                     du_ptr, ddelta_ptr, share, at, n_low, n_high, high_ok, e_ok, ok):  # fmt: skip
+        """One frame t of the backward sweep, given its terms, m_t = exp(dt_t A) h_{t-1} and
+        the adjoint from after it, exp(dt_{t+1} A) g_{t+1}: stores du, d(delta) and the block's
+        share of dB; returns the adjoint leaving it, exp(dt_t A) g_t, and the running sums of
+        dA, dD and d(delta_bias)."""
+        u, x, dt, dt_u, dy, b_low, b_high, c_low, c_high, decay_low, decay_high = terms
+        g_low += c_low[:, None] * dy[None, :]  # g_t: the adjoint of h_t
+        g_high += c_high[:, None] * dy[None, :]
+        g_b = tl.sum(g_low * b_low[:, None], axis=0) + tl.sum(g_high * b_high[:, None], axis=0)
+        g_am = tl.sum(g_low * a2_low * m_low, axis=0) + tl.sum(g_high * a2_high * m_high, axis=0)
+        ddt = g_am * 0.6931471805599453 + g_b * u  # a2 ln 2 = A
+        ddelta = tl.where(x <= 20.0, ddt * tl.sigmoid(x), ddt)  # through the softplus
+        tl.store(du_ptr + at, (dt * g_b + d * dy).to(du_ptr.dtype.element_ty), mask=e_ok & ok)
+        tl.store(ddelta_ptr + at, ddelta.to(ddelta_ptr.dtype.element_ty), mask=e_ok & ok)
+        tl.store(share + n_low, tl.sum(g_low * dt_u[None, :], axis=1), mask=ok)
+        tl.store(share + n_high, tl.sum(g_high * dt_u[None, :], axis=1), mask=ok & high_ok)
+        da_low += g_low * dt[None, :] * m_low
+        da_high += g_high * dt[None, :] * m_high
+        dd += dy * u
+        dbias += tl.where(ok, ddelta, 0.0)
+        return decay_low * g_low, decay_high * g_high, da_low, da_high, dd, dbias
+
     @triton.jit(do_not_specialize=["channels"])
     def _grad_chunks(
         u_ptr, delta_ptr, b_ptr, c_ptr, z_ptr, dout_ptr, a_ptr, d_ptr, bias_ptr, start_ptr, into_ptr,
@@ -266,20 +303,23 @@ if triton_available():
         BLOCK_E: tl.constexpr,
     ):  # fmt: skip
         """The gradients, one (channel block, chunk, batch) tile at a time; program p takes
-        tiles p, p + P, p + 2P, ... so that its scratch (CHUNK, N, BLOCK_E) is its own.
+        tiles p, p + P, p + 2P, ... so that its scratch (CHUNK / 2, N, BLOCK_E) is its own.
 
-        Forward sweep from h_start: stores each frame's state in the scratch, dz, and the
-        block's share of dC (batch, L, channel blocks, N). Backward sweep from the adjoint
-        flowing in: du, d(delta), the block's share of dB; dA, dD and d(delta_bias) summed
-        over the chunk, then added atomically. Both sweeps load each frame one frame ahead."""
+        Forward sweep from h_start: stores the state of every other frame (0, 2, ...) in the
+        scratch, dz, and the block's share of dC (batch, L, channel blocks, N). Backward sweep
+        from the adjoint flowing in, two frames at a time, both from one stored state h_t:
+        m_{t+1} = exp(dt_{t+1} A) h_t and m_t = h_t - B_t dt_t u_t. It stores du, d(delta) and
+        the block's share of dB, and sums dA, dD and d(delta_bias) over the chunk, then adds
+        them atomically. Both sweeps load each frame one frame ahead."""
         pid, programs = tl.program_id(0), tl.num_programs(0)
         e_blocks = tl.cdiv(channels, BLOCK_E)
         n_low, n_high = tl.arange(0, LOW), LOW + tl.arange(0, HIGH)
         high_ok = n_high < STATES
         lane = tl.arange(0, BLOCK_E)
-        scratch_low = scratch_ptr + pid * CHUNK * STATES * BLOCK_E + n_low[:, None] * BLOCK_E + lane[None, :]
-        scratch_high = scratch_ptr + pid * CHUNK * STATES * BLOCK_E + n_high[:, None] * BLOCK_E + lane[None, :]
-        frame_stride = STATES * BLOCK_E
+        scratch_at = scratch_ptr + pid * (CHUNK // 2) * STATES * BLOCK_E
+        scratch_low = scratch_at + n_low[:, None] * BLOCK_E + lane[None, :]
+        scratch_high = scratch_at + n_high[:, None] * BLOCK_E + lane[None, :]
+        pair_stride = STATES * BLOCK_E
         tile = pid
         while tile < num_tiles:
             pid_e, chunk, batch = tile % e_blocks, (tile // e_blocks) % num_chunks, tile // (e_blocks * num_chunks)
@@ -305,8 +345,9 @@ if triton_available():
                 dt = tl.where(ok, _softplus(delta + bias), 0.0)
                 h_low = _advance(h_low, a2_low, b_low.to(tl.float32), dt, dt * u)
                 h_high = _advance(h_high, a2_high, b_high.to(tl.float32), dt, dt * u)
-                tl.store(scratch_low + i * frame_stride, h_low)
-                tl.store(scratch_high + i * frame_stride, h_high, mask=high_ok[:, None])
+                if i % 2 == 0:
+                    tl.store(scratch_low + (i // 2) * pair_stride, h_low)
+                    tl.store(scratch_high + (i // 2) * pair_stride, h_high, mask=high_ok[:, None])
                 y = tl.sum(h_low * c_low.to(tl.float32)[:, None], axis=0)
                 y += tl.sum(h_high * c_high.to(tl.float32)[:, None], axis=0) + d * u
                 gate = tl.sigmoid(z)
@@ -329,43 +370,40 @@ if triton_available():
             row -= 1
             ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row, e, n_low, n_high, high_ok, e_ok,
                            t < length, channels, STATES)  # fmt: skip
-            h_low_ahead = tl.load(scratch_low + (CHUNK - 1) * frame_stride)
-            h_high_ahead = tl.load(scratch_high + (CHUNK - 1) * frame_stride, mask=high_ok[:, None], other=0.0)
-            for j in range(CHUNK):
-                i = CHUNK - 1 - j
-                ok, more = t < length, j + 1 < CHUNK
-                u, delta, z, dout, b_low, b_high, c_low, c_high = ahead
-                h_low, h_high = h_low_ahead, h_high_ahead
+            h_low_ahead = tl.load(scratch_low + (CHUNK // 2 - 1) * pair_stride)
+            h_high_ahead = tl.load(scratch_high + (CHUNK // 2 - 1) * pair_stride, mask=high_ok[:, None], other=0.0)
+            for j in range(CHUNK // 2):
+                pair, more = CHUNK // 2 - 1 - j, j + 1 < CHUNK // 2
+                h_low, h_high = h_low_ahead, h_high_ahead  # the state of the pair's first frame
+                h_low_ahead = tl.load(scratch_low + (pair - 1) * pair_stride, mask=more, other=0.0)
+                h_high_ahead = tl.load(scratch_high + (pair - 1) * pair_stride, mask=high_ok[:, None] & more,
+                                       other=0.0)  # fmt: skip
+                # the pair's second frame: m = exp(dt A) h_{t-1}
+                ok = t < length
+                frame = ahead
+                ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row - 1, e, n_low, n_high,
+                               high_ok, e_ok, t - 1 < length, channels, STATES)  # fmt: skip
+                terms = _frame_terms(frame, bias, a2_low, a2_high, ok)
+                decay_low, decay_high = terms[9], terms[10]
+                g_low, g_high, da_low, da_high, dd, dbias = _frame_grads(
+                    terms, decay_low * h_low, decay_high * h_high, g_low, g_high, da_low, da_high, dd, dbias,
+                    a2_low, a2_high, d, du_ptr, ddelta_ptr, db_ptr + (row * e_blocks + pid_e) * STATES,
+                    row * channels + e, n_low, n_high, high_ok, e_ok, ok,
+                )  # fmt: skip
+                t -= 1
+                row -= 1
+                # the pair's first frame: m = h_t - B_t dt_t u_t
+                ok = t < length
+                frame = ahead
                 ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row - 1, e, n_low, n_high,
                                high_ok, e_ok, (t - 1 < length) & more, channels, STATES)  # fmt: skip
-                h_low_ahead = tl.load(scratch_low + (i - 1) * frame_stride, mask=more, other=0.0)
-                h_high_ahead = tl.load(scratch_high + (i - 1) * frame_stride, mask=high_ok[:, None] & more, other=0.0)
-                u, delta, z, dout = u.to(tl.float32), delta.to(tl.float32), z.to(tl.float32), dout.to(tl.float32)
-                b_low, b_high = b_low.to(tl.float32), b_high.to(tl.float32)
-                x = delta + bias
-                dt = tl.where(ok, _softplus(x), 0.0)
-                dt_u = dt * u
-                dy = dout * z * tl.sigmoid(z)
-                g_low += c_low.to(tl.float32)[:, None] * dy[None, :]  # g_t: the adjoint of h_t
-                g_high += c_high.to(tl.float32)[:, None] * dy[None, :]
-                m_low = h_low - b_low[:, None] * dt_u[None, :]  # exp(dt_t A) h_{t-1}
-                m_high = h_high - b_high[:, None] * dt_u[None, :]
-                g_b = tl.sum(g_low * b_low[:, None], axis=0) + tl.sum(g_high * b_high[:, None], axis=0)
-                g_am = tl.sum(g_low * a2_low * m_low, axis=0) + tl.sum(g_high * a2_high * m_high, axis=0)
-                ddt = g_am * 0.6931471805599453 + g_b * u  # a2 ln 2 = A
-                ddelta = tl.where(x <= 20.0, ddt * tl.sigmoid(x), ddt)  # through the softplus
-                at = row * channels + e
-                tl.store(du_ptr + at, (dt * g_b + d * dy).to(du_ptr.dtype.element_ty), mask=e_ok & ok)
-                tl.store(ddelta_ptr + at, ddelta.to(ddelta_ptr.dtype.element_ty), mask=e_ok & ok)
-                dbias += tl.where(ok, ddelta, 0.0)
-                dd += dy * u
-                da_low += g_low * dt[None, :] * m_low
-                da_high += g_high * dt[None, :] * m_high
-                share = db_ptr + (row * e_blocks + pid_e) * STATES
-                tl.store(share + n_low, tl.sum(g_low * dt_u[None, :], axis=1), mask=ok)
-                tl.store(share + n_high, tl.sum(g_high * dt_u[None, :], axis=1), mask=ok & high_ok)
-                g_low = tl.exp2(dt[None, :] * a2_low) * g_low  # on to g_{t-1}
-                g_high = tl.exp2(dt[None, :] * a2_high) * g_high
+                terms = _frame_terms(frame, bias, a2_low, a2_high, ok)
+                dt_u, b_low, b_high = terms[3], terms[5], terms[6]
+                g_low, g_high, da_low, da_high, dd, dbias = _frame_grads(
+                    terms, h_low - b_low[:, None] * dt_u[None, :], h_high - b_high[:, None] * dt_u[None, :],
+                    g_low, g_high, da_low, da_high, dd, dbias, a2_low, a2_high, d, du_ptr, ddelta_ptr,
+                    db_ptr + (row * e_blocks + pid_e) * STATES, row * channels + e, n_low, n_high, high_ok, e_ok, ok,
+                )  # fmt: skip
                 t -= 1
                 row -= 1
             tl.atomic_add(da_ptr + low_at, da_low, mask=low_ok2)
@@ -412,7 +450,7 @@ def chunked_selective_scan(
         initial_state: (batch, E, N), the state before the first frame (zeros if None); not
             with autograd.
         chunk_size: frames per chunk (default :func:`default_chunk_size`, or
-            :func:`train_chunk_size` with autograd).
+            :func:`train_chunk_size` with autograd, where it must be even).
         block_e, num_warps: channels per program of the forward passes, and its warps.
 
     Returns:
@@ -441,6 +479,9 @@ def chunked_selective_scan(
             raise RuntimeError("the chunked scan's backward pass starts from a zero state: "
                                "call it with an initial_state under torch.no_grad() only")  # fmt: skip
         chunk = chunk_size or train_chunk_size(length)
+        if chunk % 2:
+            raise ValueError(f"the chunked scan's backward pass takes frames two at a time: chunk_size must be "
+                             f"even with autograd, got {chunk}")  # fmt: skip
         out, last = _ChunkedScan.apply(u, delta, A, B, C, D, z, delta_bias, chunk, launch)
         return out, last.transpose(1, 2)
     out, last, _, _ = _scan_forward(u, delta, *_fp32(A, D, delta_bias), B, C, z, initial_state,
@@ -524,7 +565,7 @@ def _scan_backward(dout, u, delta, A, D, delta_bias, B, C, z, start, dt_sum, chu
         sms = torch.cuda.get_device_properties(u.device).multi_processor_count
         per_device = max(1, int(_GRAD_PROGRAMS_PER_SM * sms))
     programs = min(tiles, per_device)
-    scratch = torch.empty(programs, chunk, states, _GRAD_BLOCK_E, **f32)
+    scratch = torch.empty(programs, chunk // 2, states, _GRAD_BLOCK_E, **f32)
     du, ddelta, dz = torch.empty_like(u), torch.empty_like(delta), torch.empty_like(z)
     dB_shares = torch.empty(batch, length, e_blocks, states, **f32)
     dC_shares = torch.empty_like(dB_shares)
