@@ -169,15 +169,25 @@ if triton_available():
             tl.store(dt_sum_ptr + (batch * num_chunks + chunk) * channels + e, dt_sum, mask=e_ok)
 
     @triton.jit
+    def _chain_input(end_ptr, dt_sum_ptr, chunk_at, k, num_chunks, channels, states, ne, ne_ok, e, e_ok, step):
+        """The k-th chunk of the chain's walk (row ``chunk_at + step * k`` of (batch * K)): its
+        end state and dt sum, zeros past the last chunk."""
+        row = chunk_at + step * k
+        more = k < num_chunks
+        return (tl.load(end_ptr + row * states * channels + ne, mask=ne_ok & more, other=0.0),
+                tl.load(dt_sum_ptr + row * channels + e, mask=e_ok & more, other=0.0))  # fmt: skip
+
+    @triton.jit
     def _chain_chunks(
         a_ptr, end_ptr, dt_sum_ptr, start_ptr, initial_ptr, last_ptr,
         num_chunks, channels, states,
         HAS_INITIAL: tl.constexpr, REVERSE: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr,
     ):  # fmt: skip
         """Per (channel block, batch): each chunk's start state from the chunks before it,
-        and the state after the last chunk. Each chunk's end state and dt sum are loaded one
-        chunk ahead. REVERSE walks from the last chunk to the first: the same chain for the
-        adjoint, with a chunk's "end" the adjoint leaving its first frame."""
+        and the state after the last chunk. The chain itself is one multiply-add a chunk, so
+        its time is the latency of the loads: each chunk's end state and dt sum are loaded
+        four chunks ahead. REVERSE walks from the last chunk to the first: the same chain for
+        the adjoint, with a chunk's "end" the adjoint leaving its first frame."""
         pid_e, batch = tl.program_id(0), tl.program_id(1)
         e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
         n = tl.arange(0, BLOCK_N)
@@ -190,23 +200,22 @@ if triton_available():
         else:
             h = tl.zeros((BLOCK_N, BLOCK_E), dtype=tl.float32)
         if REVERSE:
-            first, step = num_chunks - 1, -1
+            chunk_at, step = batch * num_chunks + num_chunks - 1, -1
         else:
-            first, step = 0, 1
-        state_at = (batch * num_chunks + first) * states * channels + ne
-        sum_at = dt_sum_ptr + (batch * num_chunks + first) * channels + e
-        end_next = tl.load(end_ptr + state_at, mask=ne_ok, other=0.0)
-        dt_sum_next = tl.load(sum_at, mask=e_ok, other=0.0)
+            chunk_at, step = batch * num_chunks, 1
+        walk = (end_ptr, dt_sum_ptr, chunk_at)
+        shape = (num_chunks, channels, states, ne, ne_ok, e, e_ok, step)
+        end1, dt_sum1 = _chain_input(*walk, 0, *shape)
+        end2, dt_sum2 = _chain_input(*walk, 1, *shape)
+        end3, dt_sum3 = _chain_input(*walk, 2, *shape)
+        end4, dt_sum4 = _chain_input(*walk, 3, *shape)
         k = 0
         while k < num_chunks:  # a while loop: Triton's interpreter cannot range() over an argument
-            end, dt_sum = end_next, dt_sum_next
-            more = k + 1 < num_chunks
-            end_next = tl.load(end_ptr + state_at + step * states * channels, mask=ne_ok & more, other=0.0)
-            dt_sum_next = tl.load(sum_at + step * channels, mask=e_ok & more, other=0.0)
-            tl.store(start_ptr + state_at, h, mask=ne_ok)
+            end, dt_sum = end1, dt_sum1
+            end1, dt_sum1, end2, dt_sum2, end3, dt_sum3 = end2, dt_sum2, end3, dt_sum3, end4, dt_sum4
+            end4, dt_sum4 = _chain_input(*walk, k + 4, *shape)
+            tl.store(start_ptr + (chunk_at + step * k) * states * channels + ne, h, mask=ne_ok)
             h = tl.exp2(dt_sum[None, :] * a2) * h + end
-            state_at += step * states * channels
-            sum_at += step * channels
             k += 1
         tl.store(last_ptr + batch * states * channels + ne, h, mask=ne_ok)
 
@@ -502,6 +511,12 @@ def _split_states(states: int) -> Tuple[int, int]:
     return low, triton.next_power_of_2(states - low)
 
 
+# Warps of _chain_chunks: its (states, channels) tile and the four chunks loaded ahead fit in
+# registers only when spread over a few warps (200 registers a thread with one warp, before the
+# loads ahead).
+_CHAIN_WARPS = 4
+
+
 def _scan_forward(u, delta, A, D, delta_bias, B, C, z, initial_state, chunk, block_e, num_warps):
     """Passes 1-3, with A, D, delta_bias from :func:`_fp32`. Returns y (batch, L, E), the last
     state (batch, N, E), and each chunk's start state (batch, K, N, E) and dt sum (batch, K, E),
@@ -527,7 +542,7 @@ def _scan_forward(u, delta, A, D, delta_bias, B, C, z, initial_state, chunk, blo
     _chain_chunks[grid[0], batch](
         A, end, dt_sum, start, initial, last, num_chunks, channels, states,
         HAS_INITIAL=has_initial, REVERSE=False, BLOCK_E=block_e, BLOCK_N=triton.next_power_of_2(states),
-        num_warps=num_warps,
+        num_warps=_CHAIN_WARPS,
     )  # fmt: skip
     _scan_chunks[grid](*args, *strides, WRITE_OUTPUT=True, **common)
     return out, last, start, dt_sum
@@ -557,7 +572,8 @@ def _scan_backward(dout, u, delta, A, D, delta_bias, B, C, z, start, dt_sum, chu
     into, before_first = torch.empty_like(start), torch.empty(batch, states, channels, **f32)
     _chain_chunks[e_blocks, batch](
         A, leaving, dt_sum, into, before_first, before_first, num_chunks, channels, states,
-        HAS_INITIAL=False, REVERSE=True, BLOCK_E=_GRAD_BLOCK_E, BLOCK_N=triton.next_power_of_2(states), num_warps=1,
+        HAS_INITIAL=False, REVERSE=True, BLOCK_E=_GRAD_BLOCK_E, BLOCK_N=triton.next_power_of_2(states),
+        num_warps=_CHAIN_WARPS,
     )  # fmt: skip
     tiles = e_blocks * num_chunks * batch
     per_device = _GRAD_PROGRAMS_CPU
