@@ -204,16 +204,16 @@ if triton_available():
         else:
             chunk_at, step = batch * num_chunks, 1
         walk = (end_ptr, dt_sum_ptr, chunk_at)
-        shape = (num_chunks, channels, states, ne, ne_ok, e, e_ok, step)
-        end1, dt_sum1 = _chain_input(*walk, 0, *shape)
-        end2, dt_sum2 = _chain_input(*walk, 1, *shape)
-        end3, dt_sum3 = _chain_input(*walk, 2, *shape)
-        end4, dt_sum4 = _chain_input(*walk, 3, *shape)
+        offsets = (num_chunks, channels, states, ne, ne_ok, e, e_ok, step)
+        end1, dt_sum1 = _chain_input(*walk, 0, *offsets)
+        end2, dt_sum2 = _chain_input(*walk, 1, *offsets)
+        end3, dt_sum3 = _chain_input(*walk, 2, *offsets)
+        end4, dt_sum4 = _chain_input(*walk, 3, *offsets)
         k = 0
         while k < num_chunks:  # a while loop: Triton's interpreter cannot range() over an argument
             end, dt_sum = end1, dt_sum1
             end1, dt_sum1, end2, dt_sum2, end3, dt_sum3 = end2, dt_sum2, end3, dt_sum3, end4, dt_sum4
-            end4, dt_sum4 = _chain_input(*walk, k + 4, *shape)
+            end4, dt_sum4 = _chain_input(*walk, k + 4, *offsets)
             tl.store(start_ptr + (chunk_at + step * k) * states * channels + ne, h, mask=ne_ok)
             h = tl.exp2(dt_sum[None, :] * a2) * h + end
             k += 1
