@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 import espnet_mamba
-from espnet_mamba import validation
 from espnet_mamba.nn.feature_extractor import MIN_SAMPLES, conv_output_lengths
 from espnet_mamba.ops import selective_scan
 from espnet_mamba.validation import SAMPLE_RATE
@@ -172,13 +171,6 @@ class MacCount:
         return out, initial_state
 
 
-def _lengths_only(wavs, wav_lens, sample_rate, min_samples):
-    """check_waveforms for meta tensors: the lengths, without looking at the data."""
-    if wav_lens is None:
-        return torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long, device=wavs.device)
-    return wav_lens
-
-
 def _patch_everywhere(stack: contextlib.ExitStack, original, replacement) -> None:
     """Replace ``original`` in every espnet_mamba module that imported it by name."""
     for name, module in list(sys.modules.items()):
@@ -204,7 +196,6 @@ def count_macs() -> Iterator[MacCount]:
     count = MacCount(flop_counter)
     with contextlib.ExitStack() as stack:
         _patch_everywhere(stack, selective_scan, count.scan_standin)
-        _patch_everywhere(stack, validation.check_waveforms, _lengths_only)
         stack.enter_context(flop_counter)
         yield count
 

@@ -17,7 +17,7 @@ from espnet_mamba.nn.feature_extractor import FeatureExtractor
 from espnet_mamba.nn.layers import ConBiMambaLayer, MambaLayer, TransformerLayer, build_mixer, zero_padding
 from espnet_mamba.nn.positional import ConvPositionalEmbedding
 from espnet_mamba.streaming import StreamState
-from espnet_mamba.validation import check_waveforms
+from espnet_mamba.validation import check_waveforms, checked_lengths
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ class MambaHuBERT(nn.Module):
         """(batch, frames, D) -> [input to block 1, output of block 1, ..., of block N].
 
         ``lengths`` (batch,), the real frames, may be on the CPU: then finding whether any
-        frame is padding needs no wait for the GPU (ESPnet's adapters pass them so).
+        frame is padding needs no wait for the GPU (``extract_features``, the pretraining
+        forward and ESPnet's adapters pass them so).
         """
         # Without padding the blocks need no masks (attention keeps its flash kernel). Meta
         # tensors (MAC counting) have no values to compare.
@@ -106,9 +107,9 @@ class MambaHuBERT(nn.Module):
         Returns the hidden states [(batch, frames, D)] * (num_layers + 1) and frame lengths.
         Raises ValueError on bad input (see :func:`espnet_mamba.validation.check_waveforms`).
         """
-        wav_lens = check_waveforms(wavs, wav_lens, sample_rate, self.feature_extractor.receptive_field)
+        wav_lens, host_lens = checked_lengths(wavs, wav_lens, sample_rate, self.feature_extractor.receptive_field)
         x, lengths = self.embed(wavs, wav_lens)
-        return self.encode(x, lengths), lengths
+        return self.encode(x, self.feature_extractor.output_lengths(host_lens)), lengths
 
     # Streaming (causal presets) -------------------------------------------------------------
 
@@ -198,11 +199,12 @@ class MambaHuBERTForPretraining(nn.Module):
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor, mask: Optional[torch.Tensor] = None):
         """Label logits (batch, frames, num_classes) with ``mask`` (batch, frames) frames
         replaced by the mask embedding; and frame lengths."""
-        wav_lens = check_waveforms(wavs, wav_lens, None, self.backbone.feature_extractor.receptive_field)
+        cnn = self.backbone.feature_extractor
+        wav_lens, host_lens = checked_lengths(wavs, wav_lens, None, cnn.receptive_field)
         x, lengths = self.backbone.embed(wavs, wav_lens)
         if mask is not None:
             x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
-        last = self.backbone.encode(x, lengths)[-1]
+        last = self.backbone.encode(x, cnn.output_lengths(host_lens))[-1]
         return self.label_embeddings(self.final_proj(last)) / self.logit_temperature, lengths
 
     def extract_features(self, wavs, wav_lens=None, sample_rate=None):

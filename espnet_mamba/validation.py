@@ -1,6 +1,6 @@
 """Checks on audio given to the models; each failure names the problem."""
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -18,7 +18,23 @@ def check_waveforms(
     sample_rate: Optional[int],
     min_samples: int,
 ) -> torch.Tensor:
-    """Validate a batch of mono waveforms (batch, samples); return the lengths (batch,).
+    """Validate a batch of mono waveforms (batch, samples); return the lengths (batch,) on the
+    waveforms' device. See :func:`checked_lengths`."""
+    return checked_lengths(wavs, wav_lens, sample_rate, min_samples)[0]
+
+
+def checked_lengths(
+    wavs: torch.Tensor,
+    wav_lens: Optional[torch.Tensor],
+    sample_rate: Optional[int],
+    min_samples: int,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Validate a batch of mono waveforms (batch, samples); return the lengths (batch,) on the
+    waveforms' device and on the CPU.
+
+    The checks read the device once, the lengths and a NaN/Inf flag in one transfer, so that
+    nothing after them waits for the GPU (the frame lengths follow from the CPU copy). Meta
+    tensors, which have no values, get the shape checks only.
 
     Raises ValueError for a wrong sample rate, more than one channel, an empty or too short
     utterance, or NaN/Inf samples.
@@ -33,21 +49,30 @@ def check_waveforms(
         )
     if wavs.dim() != 2:
         raise ValueError(f"waveforms must have shape (batch, samples), got {tuple(wavs.shape)}")
-    if wav_lens is None:
-        wav_lens = torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long, device=wavs.device)
-    wav_lens = wav_lens.to(device=wavs.device, dtype=torch.long)
     if wavs.shape[0] == 0:
         raise ValueError("the batch is empty")
-    if wav_lens.shape != (wavs.shape[0],) or int(wav_lens.max()) > wavs.shape[1]:
-        raise ValueError(f"wav_lens {tuple(wav_lens.tolist())} do not fit waveforms of shape {tuple(wavs.shape)}")
-    if min_samples and int(wav_lens.min()) == 0:
-        raise ValueError(f"utterance {int(wav_lens.argmin())} of the batch is empty")
-    if int(wav_lens.min()) < min_samples:
-        i = int(wav_lens.argmin())
+    batch, samples = wavs.shape
+    finite = torch.isfinite(wavs).all()
+    if wav_lens is None:
+        lengths = torch.full((batch,), samples, dtype=torch.long, device=wavs.device)
+        values, all_finite = [samples] * batch, wavs.is_meta or bool(finite)
+    else:
+        lengths = wav_lens.to(device=wavs.device, dtype=torch.long)
+        if lengths.shape != (batch,):
+            raise ValueError(f"wav_lens of shape {tuple(lengths.shape)} do not fit waveforms of shape {tuple(wavs.shape)}")
+        if wavs.is_meta or lengths.is_meta:
+            return lengths, lengths
+        *values, all_finite = torch.cat([lengths, finite.long()[None]]).tolist()
+    if max(values) > samples:
+        raise ValueError(f"wav_lens {tuple(values)} do not fit waveforms of shape {tuple(wavs.shape)}")
+    shortest = min(values)
+    if min_samples and shortest == 0:
+        raise ValueError(f"utterance {values.index(0)} of the batch is empty")
+    if shortest < min_samples:
         raise ValueError(
-            f"utterance {i} of the batch has {int(wav_lens[i])} samples; at least {min_samples} "
+            f"utterance {values.index(shortest)} of the batch has {shortest} samples; at least {min_samples} "
             f"({1000 * min_samples // SAMPLE_RATE} ms at 16 kHz) are needed for one frame"
         )
-    if not torch.isfinite(wavs).all():
+    if not all_finite:
         raise ValueError("waveforms contain NaN or Inf samples")
-    return wav_lens
+    return lengths, torch.tensor(values, dtype=torch.long)

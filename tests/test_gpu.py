@@ -173,6 +173,25 @@ def test_blocks_take_frame_lengths_on_the_cpu():
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("lengths", [None, [24000, 13000]])
+def test_training_step_reads_the_gpu_once(lengths, recwarn):
+    # The input checks read the device once; nothing after them waits for the GPU
+    model = _tiny("mamba_base").train()
+    wavs = torch.randn(2, 24000, device=DEVICE)
+    wav_lens = None if lengths is None else torch.tensor(lengths, device=DEVICE)
+    model(wavs, wav_lens)[0].float().square().mean().backward()  # compiles the kernels
+    torch.cuda.synchronize()
+    recwarn.clear()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        logits, _ = model(wavs, wav_lens)
+        logits.float().square().mean().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    syncs = [w for w in recwarn if "synchroniz" in str(w.message)]
+    assert len(syncs) == 1 and syncs[0].filename.endswith("validation.py"), [(w.filename, w.lineno) for w in syncs]
+
+
 @pytest.mark.parametrize("preset", ["mamba_base", "causal_transformer_base"])
 def test_causality_and_streaming_on_gpu(preset):
     model = _tiny(preset)

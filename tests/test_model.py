@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import espnet_mamba
 from espnet_mamba.nn.feature_extractor import HUBERT_CONV_LAYERS, FeatureExtractor
+from espnet_mamba.validation import checked_lengths
 
 FAMILIES = (
     "causal_transformer", "conbimamba", "extbimamba", "innbimamba", "mamba", "mamba_mlp", "transformer"
@@ -400,6 +401,28 @@ def test_pretraining_forward_checks_its_input(tiny_model, case):
     lens = lens if lens is not None else torch.full((wavs.shape[0],), wavs.shape[-1])
     with pytest.raises(ValueError, match=message):
         tiny_model("mamba_small")(wavs, lens)
+
+
+def test_checked_lengths_come_on_both_devices_from_one_read():
+    wavs = torch.randn(3, 1000)
+    lengths, host = checked_lengths(wavs, torch.tensor([1000, 700, 400]), None, 400)
+    assert host.device.type == "cpu" and host.tolist() == [1000, 700, 400] and torch.equal(lengths, host)
+    # without wav_lens, and without values (meta), the CPU copy comes from the shape alone
+    lengths, host = checked_lengths(torch.empty(2, 900, device="meta"), None, None, 400)
+    assert lengths.is_meta and host.device.type == "cpu" and host.tolist() == [900, 900]
+
+
+def test_forward_hands_frame_lengths_from_the_cpu_copy_to_the_blocks(tiny_model, monkeypatch):
+    model = tiny_model("mamba_small")
+    seen = []
+    encode = model.backbone.encode
+    monkeypatch.setattr(model.backbone, "encode", lambda x, lengths: seen.append(lengths) or encode(x, lengths))
+    wavs, lens = torch.randn(2, 4000), torch.tensor([4000, 2500])
+    _, lengths = model(wavs, lens)
+    model.extract_features(wavs, lens)
+    expected = model.backbone.feature_extractor.output_lengths(lens)
+    assert torch.equal(lengths, expected)
+    assert [(t.device.type, t.tolist()) for t in seen] == [("cpu", expected.tolist())] * 2
 
 
 @pytest.mark.parametrize("case", ["stereo", "nan", "inf"])
