@@ -34,7 +34,7 @@ def checked_lengths(
 
     The checks read the device once, the lengths and a NaN/Inf flag in one transfer, so that
     nothing after them waits for the GPU (the frame lengths follow from the CPU copy). Meta
-    tensors, which have no values, get the shape checks only.
+    tensors, which have no values, get the shape checks only; meta wav_lens come back twice.
 
     Raises ValueError for a wrong sample rate, more than one channel, an empty or too short
     utterance, or NaN/Inf samples.
@@ -59,7 +59,9 @@ def checked_lengths(
     else:
         lengths = wav_lens.to(device=wavs.device, dtype=torch.long)
         if lengths.shape != (batch,):
-            raise ValueError(f"wav_lens of shape {tuple(lengths.shape)} do not fit waveforms of shape {tuple(wavs.shape)}")
+            raise ValueError(
+                f"wav_lens of shape {tuple(lengths.shape)} do not fit waveforms of shape {tuple(wavs.shape)}"
+            )
         if wavs.is_meta or lengths.is_meta:
             return lengths, lengths
         *values, all_finite = torch.cat([lengths, finite.long()[None]]).tolist()

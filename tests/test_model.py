@@ -403,7 +403,7 @@ def test_pretraining_forward_checks_its_input(tiny_model, case):
         tiny_model("mamba_small")(wavs, lens)
 
 
-def test_checked_lengths_come_on_both_devices_from_one_read():
+def test_checked_lengths_come_on_the_device_and_the_cpu():
     wavs = torch.randn(3, 1000)
     lengths, host = checked_lengths(wavs, torch.tensor([1000, 700, 400]), None, 400)
     assert host.device.type == "cpu" and host.tolist() == [1000, 700, 400] and torch.equal(lengths, host)
