@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -225,6 +226,23 @@ def test_profile_op_table_tells_calls_apart_by_input_shape():
     assert lines[0].startswith("| op (input shapes) | ms | calls |") and len(lines) == 2 + 2
     assert "`aten::mm` [[512, 512], [512, 512]]" in lines[2] and "| 5 |" in lines[2]  # 5 large outweigh 50 small
     assert "[[8, 8], [8, 8]]" in lines[3] and "| 50 |" in lines[3]
+
+
+def test_profile_host_ms_is_the_median_time_to_return():
+    from espnet_mamba.bin.profile_parts import host_ms
+
+    pauses = iter([0.2] + [0.01] * 4 + [0.03] * 3)  # a slow warm-up call, then 4 short and 3 long
+    ms = host_ms(lambda: time.sleep(next(pauses)), repeat=7)
+    assert next(pauses, None) is None and 10 <= ms < 18  # the median of the 7 after the warm-up
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_profile_counts_the_kernels_of_a_call():
+    from espnet_mamba.bin.profile_parts import device_work
+
+    x = torch.zeros(1 << 20, device="cuda")
+    launches, ms = device_work(lambda: [x.add_(1) for _ in range(3)])
+    assert launches == 3 and ms > 0 and torch.all(x == 3)
 
 
 @pytest.mark.skipif(not (REPO / ".git").exists(), reason="tools/export_code.sh reads commits: needs a git checkout")

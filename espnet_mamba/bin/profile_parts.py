@@ -3,7 +3,9 @@
 ``--mode infer`` (default): the waveform CNN (eager and under torch.compile) against the
 positional conv + blocks of one ``extract_features``. ``--mode train``: one pretraining step
 (forward, masked-prediction loss, backward; see ``espnet_mamba.benchmarking.offline_step``) on
-``--batch`` utterances, its time and peak memory. With ``--kernels N``, also the N kernels that
+``--batch`` utterances: its time, the host's part of it (queueing the step's work), the time
+and number of its kernels, and its peak memory. A step whose host part is as long as the step
+is bound by the host, not by its kernels. With ``--kernels N``, also the N kernels that
 take the most GPU time in one forward (CNN compiled) or one training step (torch.profiler);
 with ``--ops N``, the N ops (with their input shapes) whose own kernels take the most.
 
@@ -15,20 +17,42 @@ with ``--ops N``, the N ops (with their input shapes) whose own kernels take the
 import argparse
 import statistics
 import time
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Tuple
 
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 import espnet_mamba
-from espnet_mamba.benchmarking import PeakMemory, offline_step, time_calls
+from espnet_mamba.benchmarking import PeakMemory, offline_step, synchronize, time_calls
 from espnet_mamba.bin.benchmark import parse_override
 
 
 def cuda_ms(fn, repeat: int = 3) -> float:
     """Median milliseconds of ``repeat`` CUDA-event-timed calls after one warm-up call."""
     return 1000 * statistics.median(time_calls(fn, torch.device("cuda"), warmup=1, repeat=repeat))
+
+
+def host_ms(fn: Callable[[], object], repeat: int = 7) -> float:
+    """Median milliseconds the host takes to queue one call of fn: from a synchronised start
+    until fn returns, ``repeat`` times after one warm-up call."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    times = []
+    for _ in range(1 + repeat):
+        synchronize(device)
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    synchronize(device)
+    return 1000 * statistics.median(times[1:])
+
+
+def device_work(fn: Callable[[], object]) -> Tuple[int, float]:
+    """The kernels, copies and fills that one call of fn runs on the GPU: their number and
+    their summed milliseconds (torch.profiler)."""
+    events = [e for e in _profiled(fn, (ProfilerActivity.CUDA,), record_shapes=False).events()
+              if e.device_type == DeviceType.CUDA]
+    return len(events), sum(e.device_time_total for e in events) / 1e3
 
 
 def kernel_table(fn: Callable[[], object], top: int,
@@ -53,6 +77,9 @@ def op_table(fn: Callable[[], object], top: int,
 
 
 def _profiled(fn: Callable[[], object], activities: Sequence[ProfilerActivity], record_shapes: bool) -> profile:
+    """The profile of one call of fn, alone: work queued before it finishes first."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     with profile(activities=list(activities), record_shapes=record_shapes) as prof:
         fn()
         if torch.cuda.is_available():
@@ -97,8 +124,8 @@ def profile_inference(args) -> None:
 
 def profile_training(args) -> None:
     tables = []
-    print("| preset | batch x s | step ms | peak MiB |")
-    print("|---|---|---|---|")
+    print("| preset | batch x s | step ms | host ms | kernels ms | kernels | peak MiB |")
+    print("|---|---|---|---|---|---|---|")
     for preset in args.presets.split(","):
         model = espnet_mamba.build_model(preset, **dict(args.override)).cuda()
         wavs = torch.randn(args.batch, int(args.seconds * 16000), device="cuda")
@@ -107,7 +134,9 @@ def profile_training(args) -> None:
         step()  # warm-up, outside the memory measurement
         with PeakMemory(wavs.device) as memory:
             ms = cuda_ms(step)
-        print(f"| {preset} | {args.batch} x {args.seconds:g} | {ms:.1f} | {memory.peak_mib:.0f} |")
+        launches, kernels_ms = device_work(step)
+        print(f"| {preset} | {args.batch} x {args.seconds:g} | {ms:.1f} | {host_ms(step):.1f} | {kernels_ms:.1f} "
+              f"| {launches} | {memory.peak_mib:.0f} |")
         tables += [f"\n{preset}, {args.batch} x {args.seconds:g} s, {args.dtype}, training step: {t}"
                    for t in _tables(step, args)]
         del model, step
