@@ -24,7 +24,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 import espnet_mamba
-from espnet_mamba.benchmarking import PeakMemory, offline_step, synchronize, time_calls
+from espnet_mamba.benchmarking import PeakMemory, offline_step, time_calls
 from espnet_mamba.bin.benchmark import parse_override
 
 
@@ -33,17 +33,22 @@ def cuda_ms(fn, repeat: int = 3) -> float:
     return 1000 * statistics.median(time_calls(fn, torch.device("cuda"), warmup=1, repeat=repeat))
 
 
+def _wait_for_gpu() -> None:
+    """Wait for the work queued on the GPU, where there is one."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def host_ms(fn: Callable[[], object], repeat: int = 7) -> float:
     """Median milliseconds the host takes to queue one call of fn: from a synchronised start
     until fn returns, ``repeat`` times after one warm-up call."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     times = []
     for _ in range(1 + repeat):
-        synchronize(device)
+        _wait_for_gpu()
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)
-    synchronize(device)
+    _wait_for_gpu()
     return 1000 * statistics.median(times[1:])
 
 
@@ -78,12 +83,10 @@ def op_table(fn: Callable[[], object], top: int,
 
 def _profiled(fn: Callable[[], object], activities: Sequence[ProfilerActivity], record_shapes: bool) -> profile:
     """The profile of one call of fn, alone: work queued before it finishes first."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    _wait_for_gpu()
     with profile(activities=list(activities), record_shapes=record_shapes) as prof:
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        _wait_for_gpu()
     return prof
 
 
