@@ -19,6 +19,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 
 from espnet_mamba.ctc_decoding import Hypothesis, build_decoder
+from espnet_mamba.quantization import quantize_linear_int8
 from espnet_mamba.validation import SAMPLE_RATE
 
 MIN_CHUNK_MS, MAX_CHUNK_MS = 20, 1000
@@ -313,13 +314,14 @@ def summarize(results: Sequence[StreamResult], delays: Sequence[float], chunk_ms
 
 
 def benchmark_preset(preset: str, seconds: float, chunk_ms: float, vocab_size: int = 32, seed: int = 0,
-                     repeats: int = 1, **overrides) -> dict:
+                     repeats: int = 1, quantize: bool = False, **overrides) -> dict:
     """Streaming cost of a randomly initialised causal preset with a CTC layer of
     ``vocab_size`` and greedy decoding on ``seconds`` of noise, after a warm-up stream of one
     second. The stream runs ``repeats`` times: the RTF is the median of the runs (each run's
     in ``rtf_runs``, so a noisy machine shows as their spread), the per-chunk compute (median,
     p95) is over all their chunks, and the last chunk's (which grows with the stream for
-    attention's key/value cache) is the last run's."""
+    attention's key/value cache) is the last run's. ``quantize``: backbone and CTC layer with
+    int8 linear layers (:func:`espnet_mamba.quantization.quantize_linear_int8`; CPU)."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     import espnet_mamba
@@ -330,6 +332,9 @@ def benchmark_preset(preset: str, seconds: float, chunk_ms: float, vocab_size: i
     torch.manual_seed(seed)
     backbone = espnet_mamba.MambaHuBERT(cfg).eval()
     head = torch.nn.Linear(backbone.output_size, vocab_size).eval()
+    parameters_m = round(sum(p.numel() for p in backbone.parameters()) / 1e6, 2)
+    if quantize:
+        backbone, head = quantize_linear_int8(backbone), quantize_linear_int8(head)
     recognizer = StreamingRecognizer(backbone, lambda h: head(h).log_softmax(-1), build_decoder("greedy"))
     size = chunk_samples(chunk_ms)
     recognizer.run(0.1 * torch.randn(SAMPLE_RATE), size)  # warm-up
@@ -339,7 +344,8 @@ def benchmark_preset(preset: str, seconds: float, chunk_ms: float, vocab_size: i
     rtf_runs = [summarize([result], [], chunk_ms)["rtf"] for result in results]
     return {
         "preset": preset,
-        "parameters_m": round(sum(p.numel() for p in backbone.parameters()) / 1e6, 2),
+        "parameters_m": parameters_m,
+        "linear_layers": "int8" if quantize else "float32",
         "seconds": seconds,
         "chunk_ms": chunk_ms,
         "rtf": statistics.median(rtf_runs),

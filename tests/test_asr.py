@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 from unittest import mock
 
+import editdistance
 import numpy as np
 import pytest
 import soundfile
@@ -284,6 +285,21 @@ def test_cli_writes_hypotheses_and_stats_equal_to_offline(mamba_exp, wav_scp, tm
     assert (offline_out / "hyp_offline.trn").exists() and (offline_out / "offline_stats.json").exists()
 
 
+def test_cli_streams_with_int8_linear_layers_close_to_float(mamba_exp, wav_scp, tmp_path):
+    from espnet_mamba.bin import asr_stream
+
+    texts = {}
+    for kind, extra in (("float32", []), ("int8", ["--quantize_asr_model"])):
+        out = tmp_path / kind
+        asr_stream.main(["--model", str(mamba_exp), "--wav_scp", str(wav_scp), "--output_dir", str(out), "--quiet",
+                         *extra])  # fmt: skip
+        assert json.loads((out / "stream_stats.json").read_text())["linear_layers"] == kind
+        texts[kind] = dict(line.split(" ", 1) for line in (out / "text").read_text().splitlines())
+    for utt_id, reference in texts["float32"].items():
+        assert len(reference) > 5
+        assert editdistance.eval(texts["int8"][utt_id], reference) <= 0.2 * len(reference), utt_id
+
+
 def test_cli_refuses_bad_chunk_and_unknown_config_keys(mamba_exp, wav_scp, tmp_path):
     from espnet_mamba.bin import asr_stream
 
@@ -308,6 +324,8 @@ def test_benchmark_mode_compares_mamba_and_causal_transformer(tmp_path):
         assert row["rtf"] > 0 and row["chunk_compute_ms_p95"] >= row["chunk_compute_ms_median"] > 0
         assert len(row["rtf_runs"]) == 3 and row["rtf"] == sorted(row["rtf_runs"])[1]  # the median run
     assert json.loads((tmp_path / "stream_benchmark.json").read_text()) == rows
+    row = asr_streaming.benchmark_preset("mamba_small", 1, 200, quantize=True)
+    assert row["linear_layers"] == "int8" and row["rtf"] > 0 and rows[0]["linear_layers"] == "float32"
     with pytest.raises(ValueError, match="bidirectional"):
         asr_streaming.benchmark_preset("extbimamba_small", 1, 200)
     with pytest.raises(ValueError, match="repeats"):
@@ -422,6 +440,22 @@ def test_speech2text_transcribes_with_the_packed_zip(packed_asr, mamba_exp, wav_
 
     streamed = asr_streaming.load_asr_model(packed_asr)  # the streaming loader reads the zip too
     assert streamed[0].encoder.backbone.cfg.causal
+
+
+def test_speech2text_runs_the_encoder_with_espnets_int8_option(packed_asr, wav_scp, tmp_path):
+    from espnet2.bin.asr_inference import Speech2Text
+    from espnet_model_zoo.downloader import ModelDownloader
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    files = ModelDownloader(tmp_path / "cache").download_and_unpack(str(packed_asr))
+    options = dict(ctc_weight=1.0, beam_size=1, lm_weight=0.0)
+    plain, quantized = Speech2Text(**files, **options), Speech2Text(**files, **options, quantize_asr_model=True)
+    mixer = quantized.asr_model.encoder.backbone.layers[0].mixer
+    assert type(mixer.in_proj) is Int8Linear and type(mixer.dt_proj) is Int8Linear  # every linear layer
+    wav, _ = soundfile.read(Path(wav_scp.read_text().split()[1]))
+    reference = plain(wav)[0][0]
+    assert len(reference) > 5
+    assert editdistance.eval(quantized(wav)[0][0], reference) <= 0.2 * len(reference)
 
 
 def test_hub_upload_fails_clearly_without_network(packed_asr, monkeypatch):

@@ -14,6 +14,9 @@ audio arrives and the final one; writes ``text`` (Kaldi), ``hyp_stream.trn`` (sc
 bidirectional ones, and for long documents, where ESPnet's label-synchronous beam search is
 slow); it writes ``hyp_offline.trn`` and ``offline_stats.json``.
 
+``--quantize_asr_model``: the model's linear layers in int8 (CPU; see
+:mod:`espnet_mamba.quantization`), about 15% off mamba_base's CPU stream (docs/benchmarks.md).
+
 Benchmark mode (random weights, noise input, no model or data needed):
 
     python -m espnet_mamba.bin.asr_stream --bench_presets mamba_small,causal_transformer_small \
@@ -31,6 +34,7 @@ import yaml
 from espnet_mamba import asr_streaming
 from espnet_mamba.audio import iter_wav_scp
 from espnet_mamba.ctc_decoding import build_decoder
+from espnet_mamba.quantization import quantize_linear_int8
 from espnet_mamba.validation import SAMPLE_RATE
 
 
@@ -51,6 +55,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--token_beam", type=int, default=16, help="tokens tried per frame by the beam search")
     p.add_argument("--device", default="cpu")
     p.add_argument("--num_threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--quantize_asr_model", action="store_true",
+                   help="int8 linear layers (dynamic quantisation; CPU only), as ESPnet's option of that name")
     p.add_argument("--quiet", action="store_true", help="do not print partial hypotheses")
     p.add_argument("--bench_presets", help="benchmark mode: comma-separated causal presets")
     p.add_argument("--bench_seconds", type=float, default=10.0)
@@ -65,6 +71,8 @@ def decode(args) -> dict:
     chunk_ms = None if args.offline else float(args.chunk_ms)
     size = None if args.offline else asr_streaming.chunk_samples(chunk_ms)
     asr_model, train_args = asr_streaming.load_asr_model(args.model, args.model_file, args.device)
+    if args.quantize_asr_model:
+        asr_model = quantize_linear_int8(asr_model)
     blank = getattr(asr_model, "blank_id", 0)
     decoder = build_decoder(args.decoder, args.beam_size, args.token_beam, blank)
     if args.offline:
@@ -94,7 +102,8 @@ def decode(args) -> dict:
         lines.append((utt_id, text))
     stats = asr_streaming.summarize(results, delays, chunk_ms)
     stats.update(decoder=args.decoder, beam_size=args.beam_size if args.decoder == "beam" else None,
-                 device=args.device, torch_threads=torch.get_num_threads())
+                 device=args.device, torch_threads=torch.get_num_threads(),
+                 linear_layers="int8" if args.quantize_asr_model else "float32")
     kind = "offline" if args.offline else "stream"
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "text").write_text("".join(f"{u} {t}\n" for u, t in lines), encoding="utf-8")
@@ -110,7 +119,8 @@ def benchmark(args) -> list:
     rows = []
     for preset in [p.strip() for p in args.bench_presets.split(",") if p.strip()]:
         for chunk_ms in [float(c) for c in args.chunk_ms.split(",")]:
-            row = asr_streaming.benchmark_preset(preset, args.bench_seconds, chunk_ms, repeats=args.bench_repeats)
+            row = asr_streaming.benchmark_preset(preset, args.bench_seconds, chunk_ms, repeats=args.bench_repeats,
+                                                 quantize=args.quantize_asr_model)
             print(json.dumps(row), flush=True)
             rows.append(row)
     args.output_dir.mkdir(parents=True, exist_ok=True)

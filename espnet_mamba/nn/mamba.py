@@ -141,7 +141,10 @@ class Mamba(nn.Module):
     def project_in(self, x: torch.Tensor) -> torch.Tensor:
         """in_proj straight into the scan's layout: (batch, L, D) -> xz (batch, 2E, L) with
         unit stride along L, as the kernels want it (a transposing copy of xz costs about 1 ms
-        per block at 32k frames)."""
+        per block at 32k frames). An in_proj without a weight tensor (int8: see
+        :mod:`espnet_mamba.quantization`) is called instead."""
+        if not isinstance(self.in_proj, nn.Linear):
+            return self.in_proj(x).transpose(1, 2)
         batch, steps, _ = x.shape
         xz = self.in_proj.weight @ x.reshape(batch * steps, -1).t()  # (2E, batch * L)
         xz = xz.view(-1, batch, steps).transpose(0, 1)
@@ -227,11 +230,14 @@ class Mamba(nn.Module):
             None if state is None else state.conv, self.impl,
         )  # fmt: skip
         dt, B, C = x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], -1)
-        dt = torch.matmul(dt_proj.weight, dt.transpose(1, 2))  # (batch, E, L); bias in the scan
+        if isinstance(dt_proj, nn.Linear):
+            dt, dt_bias = torch.matmul(dt_proj.weight, dt.transpose(1, 2)), dt_proj.bias.float()  # bias in the scan
+        else:  # a dt_proj without a weight tensor (int8, as ESPnet's --quantize_asr_model makes it): its own call
+            dt, dt_bias = dt_proj(dt).transpose(1, 2), None
         out = selective_scan(
             u, dt, -torch.exp(a_log.float()),
             B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(), d.float(),
-            z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True,
+            z=z, delta_bias=dt_bias, delta_softplus=True,
             initial_state=None if state is None else state.ssm,
             return_last_state=state is not None, impl=self.impl, chunk_size=self.chunk_size,
         )  # fmt: skip
