@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 import espnet_mamba
 from espnet_mamba.nn.feature_extractor import MIN_SAMPLES, conv_output_lengths
 from espnet_mamba.ops import selective_scan
-from espnet_mamba.validation import SAMPLE_RATE
+from espnet_mamba.validation import SAMPLE_RATE, checked_lengths
 
 MODES = ("infer", "train", "stream")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -43,6 +43,7 @@ MASK_PROB = 0.5  # fraction of frames masked in a training step, about HuBERT's
 STREAM_WARMUP_STEPS = 50  # steps of a throwaway stream before the measured one
 STREAM_MAC_WINDOW_S = 0.1  # stream MACs: of this much audio at the end of the stream
 MIB = 2**20
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,71 @@ def offline_step(model, mode: str, wavs: torch.Tensor, lengths: Optional[torch.T
     return train
 
 
+def capture_cuda_graph(fn: Callable[[], T], warmup: int = 3) -> Tuple[torch.cuda.CUDAGraph, T]:
+    """A CUDA graph of one call of ``fn``, and what that call returned (the graph's own
+    output tensors, which each replay overwrites).
+
+    ``fn`` runs ``warmup`` times on a side stream first, as torch's recipe asks (Triton
+    kernels compile, the allocator settles). Raises RuntimeError, with the reason, where the
+    call cannot be captured (e.g. it reads the device).
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            output = fn()
+    except Exception as error:
+        raise RuntimeError(f"capture failed: {type(error).__name__}: {str(error).splitlines()[0]}") from error
+    return graph, output
+
+
+class GraphedExtraction:
+    """``extract_features`` of unpadded batches of one shape (batch, samples), replayed from a
+    CUDA graph: the time of the GPU's work without the host's time to launch it (about a
+    thousand kernels for a base model, which bound the eager forward below about 160 s of audio
+    on an H200).
+
+    Each call checks its waveforms as ``extract_features`` does (one read of the device),
+    copies them into the graph's input and replays. It returns the graph's own hidden-state
+    tensors, which the next call overwrites. Raises ValueError for waveforms of another shape,
+    RuntimeError where the forward cannot be captured.
+    """
+
+    def __init__(self, backbone, wavs: torch.Tensor, dtype: str):
+        self.backbone, self.dtype = backbone, dtype
+        self.wavs = wavs.clone()
+        self.graph, self.hidden_states = capture_cuda_graph(self._forward)
+
+    def _forward(self) -> List[torch.Tensor]:
+        with torch.no_grad(), _autocast(self.wavs.device, self.dtype):
+            x, _ = self.backbone.embed(self.wavs, None)
+            return self.backbone.encode(x, None)
+
+    def __call__(self, wavs: torch.Tensor) -> List[torch.Tensor]:
+        if wavs.shape != self.wavs.shape:
+            raise ValueError(f"captured for waveforms of shape {tuple(self.wavs.shape)}, got {tuple(wavs.shape)}")
+        checked_lengths(wavs, None, None, self.backbone.feature_extractor.receptive_field)
+        self.wavs.copy_(wavs)
+        self.graph.replay()
+        return self.hidden_states
+
+
+def graphed_infer_step(model, wavs: torch.Tensor, dtype: str) -> Tuple[Callable, str]:
+    """The ``infer`` step of :func:`offline_step` replayed from a CUDA graph
+    (:class:`GraphedExtraction`), and a note; the eager step where capture fails, with the reason."""
+    model.eval()
+    try:
+        graphed = GraphedExtraction(model.backbone, wavs, dtype)
+    except RuntimeError as error:
+        return offline_step(model, "infer", wavs, None, dtype), f"cuda graphs not used ({error}); eager"
+    return (lambda: graphed(wavs)), "cuda graph replayed"
+
+
 # Timing and memory ------------------------------------------------------------------------------
 
 
@@ -397,20 +463,14 @@ class GraphedStreamStep:
         self.signature = state_signature(state)
         self.chunk = chunk.clone()
         self.state = map_tensors(state, torch.clone)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), _autocast(chunk.device, dtype):
-            for _ in range(3):  # warm-up on a side stream, as torch's recipe asks
-                _, new_state = model.stream_step(self.chunk, self.state)
-        torch.cuda.current_stream().wait_stream(side)
+
+        def step():
+            with _autocast(chunk.device, dtype):
+                return model.stream_step(self.chunk, self.state)[1]
+
+        self.graph, new_state = capture_cuda_graph(step)
         if state_signature(new_state) != self.signature:
             raise RuntimeError("the stream state changes shape from step to step (e.g. a growing key/value cache)")
-        self.graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(self.graph), _autocast(chunk.device, dtype):
-                _, new_state = model.stream_step(self.chunk, self.state)
-        except Exception as error:
-            raise RuntimeError(f"capture failed: {type(error).__name__}: {str(error).splitlines()[0]}") from error
         # what the step carries over unchanged (the positional conv's weight) needs no copy
         self.targets = [(old, new) for old, new in zip(tensors_of(self.state), tensors_of(new_state)) if old is not new]
 
@@ -483,7 +543,12 @@ def measure_stream(model, wavs, chunk_samples: int, dtype: str, cuda_graphs: boo
 
 @dataclass
 class BenchmarkSpec:
-    """Everything one benchmark run measures. ``overrides`` apply to every preset."""
+    """Everything one benchmark run measures. ``overrides`` apply to every preset.
+
+    ``cuda_graphs``: replay each ``infer`` forward (:class:`GraphedExtraction`) and the
+    steady-state ``stream`` steps (:class:`GraphedStreamStep`) from CUDA graphs; ``train``
+    steps stay eager.
+    """
 
     presets: Sequence[str]
     settings: Sequence[Setting]
@@ -550,8 +615,14 @@ def measure(spec: BenchmarkSpec, preset: str, model, meta, setting: Setting) -> 
             step_ms = sorted(1000 * t for t in steps)
             result.step_ms = statistics.median(step_ms)
             result.step_p90_ms = step_ms[min(len(step_ms) - 1, math.ceil(0.9 * len(step_ms)) - 1)]
+        elif spec.cuda_graphs and setting.mode == "infer":
+            with PeakMemory(device) as memory:  # the graph's memory is allocated when it is captured
+                step, result.note = graphed_infer_step(model, wavs, setting.dtype)
+                result.times_s = time_calls(step, device, spec.warmup, spec.repeat)
         else:
             step = offline_step(model, setting.mode, wavs, None, setting.dtype)
+            if spec.cuda_graphs:
+                result.note = "eager: no cuda graphs for training steps"
             with PeakMemory(device) as memory:
                 result.times_s = time_calls(step, device, spec.warmup, spec.repeat)
         result.time_s = statistics.median(result.times_s)

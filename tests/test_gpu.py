@@ -316,6 +316,7 @@ def test_mixer_chunked_scan_path_matches_kernel_path(mixer_class, dtype, monkeyp
     mixer = mixer_class(128, d_state=24, expand=3, impl="kernel").to(DEVICE).eval()
     x = torch.randn(2, 1000, 128, device=DEVICE)
     with torch.no_grad(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+        monkeypatch.setattr(backend, "CHUNKED_SCAN_MIN_FRAMES", 10**9)
         kernel = mixer(x)
         monkeypatch.setattr(backend, "CHUNKED_SCAN_MIN_FRAMES", 512)
         assert (mixer.forward_mamba if mixer_class is ExtBiMamba else mixer).runs_chunked_scan(x)
@@ -329,6 +330,7 @@ def test_model_on_chunked_scan_matches_kernel_path_with_padding(preset, monkeypa
     wavs = torch.randn(2, 48000, device=DEVICE)
     lengths = torch.tensor([48000, 30000], device=DEVICE)
     with torch.no_grad():
+        monkeypatch.setattr(backend, "CHUNKED_SCAN_MIN_FRAMES", 10**9)
         kernel, _ = model.extract_features(wavs, lengths)
         monkeypatch.setattr(backend, "CHUNKED_SCAN_MIN_FRAMES", 1)
         chunked, frame_lengths = model.extract_features(wavs, lengths)
@@ -435,3 +437,60 @@ def test_graphed_stream_steps_carry_the_eager_state(preset):
         assert int(state.layers[0].length) == 29  # (9600 - 400) // 320 + 1 frames in the cache
     for replayed, eager in zip(tensors_of(graphed.state), tensors_of(state)):
         torch.testing.assert_close(replayed, eager, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["mamba_base", "innbimamba_base", "transformer_base"])
+def test_graphed_extraction_replays_the_eager_forward(preset):
+    """The benchmark's CUDA-graph replay of ``extract_features`` gives its hidden states on new
+    audio of the captured shape, and checks the audio as extract_features does."""
+    from espnet_mamba.benchmarking import GraphedExtraction
+
+    model = _tiny(preset)
+    wavs = torch.randn(2, 48000, device=DEVICE)
+    graphed = GraphedExtraction(model.backbone, wavs, "float32")
+    new = torch.randn(2, 48000, device=DEVICE)
+    replayed = [h.clone() for h in graphed(new)]
+    with torch.no_grad():
+        eager, _ = model.extract_features(new)
+    assert len(replayed) == len(eager)
+    for a, b in zip(replayed, eager):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="captured for waveforms of shape"):
+        graphed(new[:, :32000])
+    with pytest.raises(ValueError, match="NaN"):
+        graphed(torch.full_like(new, float("nan")))
+
+
+def test_benchmark_replays_infer_from_cuda_graphs_and_keeps_training_eager():
+    from espnet_mamba.benchmarking import BenchmarkSpec, Setting, run_benchmark
+
+    overrides = dict(d_model=128, num_layers=2, heads=4)
+    settings = [Setting("infer", 1.0), Setting("train", 1.0)]
+    spec = BenchmarkSpec(["mamba_base"], settings, device="cuda", overrides=overrides, repeat=2, warmup=1,
+                         cuda_graphs=True)  # fmt: skip
+    results = {r.mode: r for r in run_benchmark(spec)}
+    assert results["infer"].status == "ok" and results["infer"].note == "cuda graph replayed"
+    assert results["infer"].time_s > 0 and results["infer"].peak_mem_mib > 0
+    assert results["train"].status == "ok" and results["train"].note == "eager: no cuda graphs for training steps"
+
+
+@pytest.mark.parametrize("mixer_class", [Mamba, InnBiMamba, ExtBiMamba])
+@pytest.mark.parametrize("steps", [1, 7, 250])
+def test_mixers_without_mamba_ssm_run_the_chunked_scan_at_any_length(mixer_class, steps, monkeypatch):
+    """Where mamba-ssm does not import, "auto" takes the chunked scan even for short input
+    (not our PyTorch scan), in inference and with autograd, and matches the PyTorch path."""
+    torch.manual_seed(0)
+    auto = mixer_class(128, d_state=24, expand=3, impl="auto").to(DEVICE)
+    reference = mixer_class(128, d_state=24, expand=3, impl="torch").to(DEVICE)
+    reference.load_state_dict(auto.state_dict())
+    monkeypatch.setattr(backend, "mamba_kernels", lambda: None)
+    x = torch.randn(2, steps, 128, device=DEVICE)
+    assert (auto.forward_mamba if mixer_class is ExtBiMamba else auto).runs_chunked_scan(x)
+    with torch.no_grad():
+        torch.testing.assert_close(auto(x), reference(x), **TOL[torch.float32])
+    y, y_ref = auto(x), reference(x)
+    y.square().mean().backward()
+    y_ref.square().mean().backward()
+    for (name, p), q in zip(auto.named_parameters(), reference.parameters()):
+        scale = q.grad.abs().max().clamp(min=1e-3)
+        torch.testing.assert_close(p.grad / scale, q.grad / scale, **TOL[torch.float32], msg=name)

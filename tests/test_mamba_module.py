@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from espnet_mamba.nn.bidirectional import ExtBiMamba, InnBiMamba, reverse_padded
+from espnet_mamba.nn.bidirectional import ExtBiMamba, InnBiMamba, reorder_frames, reversal_index
 from espnet_mamba.nn.mamba import Mamba
 
 D_MODEL = 64
@@ -76,10 +76,14 @@ def test_extbimamba_unknown_combine_raises():
         ExtBiMamba(D_MODEL, combine="mean", **MIXER_KWARGS)
 
 
-# reverse_padded -------------------------------------------------------------------------------
+# reversal_index, reorder_frames -----------------------------------------------------------------
 
 
-def test_reverse_padded_reverses_each_sequence_and_keeps_padding_in_place():
+def reverse_padded(x, lengths, dim=1):
+    return reorder_frames(x, reversal_index(lengths, x.shape[dim], x.device), dim)
+
+
+def test_reversal_reverses_each_sequence_and_keeps_padding_in_place():
     x = torch.arange(2 * 5, dtype=torch.float32).view(2, 5)[..., None]  # (batch 2, L 5, 1)
     lengths = torch.tensor([5, 3])
     y = reverse_padded(x, lengths)
@@ -88,7 +92,7 @@ def test_reverse_padded_reverses_each_sequence_and_keeps_padding_in_place():
 
 
 @pytest.mark.parametrize("dim", [1, 2])
-def test_reverse_padded_is_its_own_inverse(dim):
+def test_reversal_is_its_own_inverse(dim):
     x = torch.randn(3, 7, 7, 2)
     lengths = torch.tensor([7, 1, 4])
     y = reverse_padded(x, lengths, dim=dim)
@@ -97,10 +101,16 @@ def test_reverse_padded_is_its_own_inverse(dim):
 
 
 @pytest.mark.parametrize("dim", [1, 2])
-def test_reverse_padded_without_lengths_flips(dim):
+def test_reversal_without_lengths_flips(dim):
     x = torch.randn(2, 6, 6)
+    assert reversal_index(None, 6, "cpu").shape == (6,)
     assert torch.equal(reverse_padded(x, None, dim=dim), x.flip(dim))
     assert torch.equal(reverse_padded(x, torch.tensor([6, 6]), dim=dim), x.flip(dim))
+
+
+def test_reversal_of_frames_padded_past_the_steps_keeps_the_extra_frames_in_place():
+    assert reversal_index(None, 3, "cpu", frames=5).tolist() == [2, 1, 0, 3, 4]
+    assert reversal_index(torch.tensor([3, 2]), 3, "cpu", frames=5).tolist() == [[2, 1, 0, 3, 4], [1, 0, 2, 3, 4]]
 
 
 # Forward passes -----------------------------------------------------------------------------

@@ -170,6 +170,32 @@ def test_chunked_scan_is_not_chosen_on_cpu_and_checks_impl():
         backend.use_chunked_scan("triton", x, needs_grad=False)
 
 
+class _CudaInput:
+    """What the path choice reads of a CUDA input (its device and shape), without a GPU."""
+
+    is_cuda = True
+
+    def __init__(self, *shape):
+        self.shape = shape
+
+
+def test_chunked_scan_is_chosen_by_length_and_where_mamba_ssm_is_missing(monkeypatch):
+    monkeypatch.setattr(backend, "triton_available", lambda: True)
+    frames = backend.CHUNKED_SCAN_MIN_FRAMES
+    short, long = _CudaInput(1, frames - 1, 8), _CudaInput(1, frames, 8)
+    monkeypatch.setattr(backend, "mamba_kernels", lambda: {"selective_scan_fn": object()})
+    assert not backend.use_chunked_scan("auto", short, needs_grad=False)
+    assert backend.use_chunked_scan("auto", long, needs_grad=False)
+    assert not backend.use_chunked_scan("auto", _CudaInput(2, 1000, 8), needs_grad=True)  # 2000 frames in all
+    assert backend.use_chunked_scan("auto", _CudaInput(8, 750, 8), needs_grad=True)
+    monkeypatch.setattr(backend, "mamba_kernels", lambda: None)  # no mamba-ssm: the chunked scan at any length
+    assert backend.use_chunked_scan("auto", short, needs_grad=False)
+    assert backend.use_chunked_scan("auto", _CudaInput(1, 1, 8), needs_grad=True)
+    # "kernel" asks for mamba-ssm's kernels on short input (use_kernel then names what is missing)
+    assert not backend.use_chunked_scan("kernel", short, needs_grad=False)
+    assert not backend.use_chunked_scan("torch", long, needs_grad=False)
+
+
 def test_grouped_conv_refuses_bad_shapes():
     x, w, b = torch.randn(1, 20, 8), torch.randn(8, 4, 3), torch.zeros(8)
     with pytest.raises(ValueError, match="unit stride on D"):

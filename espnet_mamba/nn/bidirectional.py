@@ -9,20 +9,32 @@ import torch.nn as nn
 from espnet_mamba.nn.mamba import Mamba, pad_frames
 
 
-def reverse_padded(x: torch.Tensor, lengths: Optional[torch.Tensor], dim: int = 1) -> torch.Tensor:
-    """Reverse x along ``dim`` within each sequence's length; padded positions stay put.
+def reversal_index(
+    lengths: Optional[torch.Tensor], steps: int, device, frames: Optional[int] = None
+) -> torch.Tensor:
+    """The frame order that reverses each sequence within its length, frames past it staying put.
 
-    x: (batch, ...) with time on ``dim``; lengths: (batch,) or None (all full length).
-    The map is its own inverse.
+    lengths: (batch,), or None for sequences that all fill ``steps`` frames. ``frames``
+    (>= steps, default steps): the frames of the tensors to reorder, e.g. padded by the kernel
+    path. Returns (frames,) where lengths is None, else (batch, frames). Build it once and
+    apply it to every tensor of the batch with :func:`reorder_frames`: building costs a few
+    launches, each reordering one.
     """
-    if lengths is None:
-        return x.flip(dim)
-    steps = x.shape[dim]
-    t = torch.arange(steps, device=x.device)[None, :]
-    lengths = lengths.to(x.device)[:, None]
-    index = torch.where(t < lengths, lengths - 1 - t, t)  # (batch, L)
+    frames = steps if frames is None else frames
+    t = torch.arange(frames, device=device)
+    if lengths is None and frames == steps:
+        return t.flip(0)
+    end = steps if lengths is None else lengths.to(device)[:, None]
+    return torch.where(t < end, end - 1 - t, t)
+
+
+def reorder_frames(x: torch.Tensor, index: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """x (batch, ...) with its frames along ``dim`` taken in the order of ``index``
+    ((L,), or (batch, L) for an order per sequence)."""
+    if index.dim() == 1:
+        return x.index_select(dim, index)
     shape = [1] * x.dim()
-    shape[0], shape[dim] = x.shape[0], steps
+    shape[0], shape[dim] = x.shape[0], x.shape[dim]
     return x.gather(dim, index.view(shape).expand_as(x))
 
 
@@ -44,7 +56,11 @@ class ExtBiMamba(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         fwd = self.forward_mamba(x)
-        bwd = reverse_padded(self.backward_mamba(reverse_padded(x, lengths)), lengths)
+        if lengths is None:
+            bwd = self.backward_mamba(x.flip(1)).flip(1)
+        else:
+            order = reversal_index(lengths, x.shape[1], x.device)
+            bwd = reorder_frames(self.backward_mamba(reorder_frames(x, order)), order)
         if self.proj is None:
             return fwd + bwd
         return self.proj(torch.cat([fwd, bwd], dim=-1))
@@ -65,16 +81,17 @@ class InnBiMamba(Mamba):
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         steps = x.shape[1]
-        if lengths is None:
-            lengths = torch.full((x.shape[0],), steps, device=x.device)
         if self.runs_chunked_scan(x):
             u, z = self.project_in_time_major(x)  # (batch, L, E) each
             y_fwd = self.ssm_time_major(u, z, "")
-            u_b, z_b = reverse_padded(u, lengths), reverse_padded(z, lengths)
-            y_bwd = reverse_padded(self.ssm_time_major(u_b, z_b, "_b"), lengths)
-            return self.out_proj((y_fwd + y_bwd) / 2)
-        u, z = self.project_in(pad_frames(x)).chunk(2, dim=1)  # (batch, E, L') each
+            order = reversal_index(lengths, steps, x.device)
+            u_b, z_b = reorder_frames(u, order), reorder_frames(z, order)
+            y_bwd = reorder_frames(self.ssm_time_major(u_b, z_b, "_b"), order)
+            return self.out_proj(torch.lerp(y_fwd, y_bwd, 0.5))  # the mean of the two directions
+        x = pad_frames(x)  # L' >= L frames; the padding stays at the end in both directions
+        order = reversal_index(lengths, steps, x.device, frames=x.shape[1])
+        u, z = self.project_in(x).chunk(2, dim=1)  # (batch, E, L') each
         y_fwd, _ = self.ssm(u, z, "")
-        u_b, z_b = reverse_padded(u, lengths, dim=2), reverse_padded(z, lengths, dim=2)
-        y_bwd = reverse_padded(self.ssm(u_b, z_b, "_b")[0], lengths, dim=2)
-        return self.out_proj(((y_fwd + y_bwd) / 2).transpose(1, 2))[:, :steps]
+        u_b, z_b = reorder_frames(u, order, dim=2), reorder_frames(z, order, dim=2)
+        y_bwd = reorder_frames(self.ssm(u_b, z_b, "_b")[0], order, dim=2)
+        return self.out_proj(torch.lerp(y_fwd, y_bwd, 0.5).transpose(1, 2))[:, :steps]

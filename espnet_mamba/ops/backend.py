@@ -10,10 +10,10 @@
 Under ``auto`` and ``kernel``, the Mamba mixer runs time-major on our Triton chunked scan
 (:mod:`espnet_mamba.ops.chunked_scan`), which parallelises over time where mamba-ssm's scan
 cannot, for CUDA inputs of at least ``CHUNKED_SCAN_MIN_FRAMES`` frames in inference, and of
-at least ``CHUNKED_SCAN_MIN_TRAIN_FRAMES`` frames in the batch with autograd (see
-:func:`use_chunked_scan`). Mamba's depthwise conv runs our Triton kernel on CUDA under both
-where causal-conv1d is not installed (:func:`use_triton`): it needs Triton only, which
-torch's Linux wheels bring.
+at least ``CHUNKED_SCAN_MIN_TRAIN_FRAMES`` frames in the batch with autograd; under ``auto``
+also for shorter CUDA inputs where mamba-ssm is not installed (see :func:`use_chunked_scan`).
+Mamba's depthwise conv runs our Triton kernel on CUDA under both where causal-conv1d is not
+installed (:func:`use_triton`): it needs Triton only, which torch's Linux wheels bring.
 
 The choice made is logged once per (op, path).
 """
@@ -30,9 +30,11 @@ except ImportError:  # no Triton wheel for this platform (e.g. macOS)
     triton = None
 
 IMPLS = ("auto", "kernel", "torch")
-# From this many frames on the chunked scan is at least as fast as mamba-ssm's in the model
-# (docs/benchmarks.md, "Where the chunked scan starts")
-CHUNKED_SCAN_MIN_FRAMES = 4096
+# From this many frames on the chunked scan is faster than mamba-ssm's in the model. In GPU
+# time (forwards replayed from CUDA graphs, H200, bf16) mamba-ssm's was 0.1-0.3 ms faster at
+# 49-249 frames (1-5 s), the chunked one 0.1-0.2 ms faster at 499 (10 s) and 20-26% at 3999
+# (80 s): docs/benchmarks.md, "Where the chunked scan starts, in GPU time"
+CHUNKED_SCAN_MIN_FRAMES = 400
 # With autograd, from this many frames in the batch (batch x L) on: below it, a mixer's
 # forward and backward are bound by kernel launches, and the chunked path launches more than
 # mamba-ssm's mamba_inner_fn (docs/benchmarks.md, "The chunked scan in training")
@@ -145,11 +147,15 @@ def use_triton(impl: str, x: torch.Tensor, op: str) -> bool:
 def use_chunked_scan(impl: str, x: torch.Tensor, needs_grad: bool) -> bool:
     """Whether a mixer on input x (batch, L, D) should run on the chunked scan: CUDA, ``impl``
     not "torch", Triton present, and at least ``CHUNKED_SCAN_MIN_FRAMES`` frames (inference) or
-    ``CHUNKED_SCAN_MIN_TRAIN_FRAMES`` frames in the batch (``needs_grad``)."""
+    ``CHUNKED_SCAN_MIN_TRAIN_FRAMES`` frames in the batch (``needs_grad``); under "auto" at any
+    length where mamba-ssm does not import, instead of our PyTorch scan (about 10x slower at
+    10 s of audio on an H200, docs/benchmarks.md)."""
     check_impl(impl)
     if impl == "torch" or not x.is_cuda or not triton_available():
         return False
-    if needs_grad:
+    if impl == "auto" and mamba_kernels() is None:
+        chunked, setting = True, "mamba-ssm not installed"
+    elif needs_grad:
         chunked, setting = x.shape[0] * x.shape[1] >= CHUNKED_SCAN_MIN_TRAIN_FRAMES, "training"
     else:
         chunked, setting = x.shape[1] >= CHUNKED_SCAN_MIN_FRAMES, "inference, long input"
