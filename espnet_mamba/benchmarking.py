@@ -271,18 +271,30 @@ def offline_step(model, mode: str, wavs: torch.Tensor, lengths: Optional[torch.T
     if mode != "train":
         raise ValueError(f"offline steps are 'infer' or 'train', got {mode!r}")
     model.train()
-    frames = int(conv_output_lengths(torch.tensor(wavs.shape[1]), model.cfg.conv_layers))
-    mask = torch.rand(wavs.shape[0], frames, device=wavs.device) < MASK_PROB
-    labels = torch.randint(model.cfg.num_classes, (wavs.shape[0], frames), device=wavs.device)
+    mask, labels = training_targets(model, wavs)
 
     def train():
         model.zero_grad(set_to_none=True)
         with _autocast(wavs.device, dtype):
             logits, _ = model(wavs, lengths, mask)
-        loss = F.cross_entropy(logits.float().transpose(1, 2), labels, reduction="none")
-        ((loss * mask).sum() / mask.sum()).backward()
+        masked_loss(logits, labels, mask).backward()
 
     return train
+
+
+def training_targets(model, wavs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A random mask of ``MASK_PROB`` of the frames and random labels, both (batch, frames),
+    for a training step on unpadded ``wavs`` (batch, samples)."""
+    frames = int(conv_output_lengths(torch.tensor(wavs.shape[1]), model.cfg.conv_layers))
+    mask = torch.rand(wavs.shape[0], frames, device=wavs.device) < MASK_PROB
+    labels = torch.randint(model.cfg.num_classes, (wavs.shape[0], frames), device=wavs.device)
+    return mask, labels
+
+
+def masked_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean cross entropy of the masked frames: logits (batch, frames, classes), float32."""
+    loss = F.cross_entropy(logits.float().transpose(1, 2), labels, reduction="none")
+    return (loss * mask).sum() / mask.sum()
 
 
 def capture_cuda_graph(fn: Callable[[], T], warmup: int = 3) -> Tuple[torch.cuda.CUDAGraph, T]:
@@ -331,22 +343,64 @@ class GraphedExtraction:
             return self.backbone.encode(x, None)
 
     def __call__(self, wavs: torch.Tensor) -> List[torch.Tensor]:
-        if wavs.shape != self.wavs.shape:
-            raise ValueError(f"captured for waveforms of shape {tuple(self.wavs.shape)}, got {tuple(wavs.shape)}")
-        checked_lengths(wavs, None, None, self.backbone.feature_extractor.receptive_field)
+        _check_captured_shape(wavs, self.wavs, self.backbone.feature_extractor)
         self.wavs.copy_(wavs)
         self.graph.replay()
         return self.hidden_states
 
 
-def graphed_infer_step(model, wavs: torch.Tensor, dtype: str) -> Tuple[Callable, str]:
-    """The ``infer`` step of :func:`offline_step` replayed from a CUDA graph
-    (:class:`GraphedExtraction`), and a note; the eager step where capture fails, with the reason."""
-    model.eval()
+class GraphedTrainingStep:
+    """The benchmark's ``train`` step (:func:`offline_step`) on unpadded batches of one shape,
+    replayed from a CUDA graph: forward with ``mask`` (batch, frames), the masked loss against
+    ``labels`` and the backward pass, without the host's launches (which bound an eager step of
+    a base model at 8 x 15 s on an H200).
+
+    The gradients are the graph's own tensors, in each parameter's ``.grad``; a replay
+    overwrites them (it does not add to them). Dropout draws new numbers at each replay. Each
+    call checks its waveforms as the model's forward does, copies them in and replays, and
+    returns the loss tensor. Raises ValueError for waveforms of another shape, RuntimeError
+    where the step cannot be captured.
+    """
+
+    def __init__(self, model, wavs: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, dtype: str):
+        self.model, self.dtype, self.mask, self.labels = model.train(), dtype, mask, labels
+        self.wavs = wavs.clone()
+        self.graph, self.loss = capture_cuda_graph(self._step)
+
+    def _step(self) -> torch.Tensor:
+        self.model.zero_grad(set_to_none=True)  # in the capture: the backward allocates the graph's gradients
+        with _autocast(self.wavs.device, self.dtype):
+            logits, _ = self.model.label_logits(self.wavs, None, None, self.mask)
+        loss = masked_loss(logits, self.labels, self.mask)
+        loss.backward()
+        return loss.detach()
+
+    def __call__(self, wavs: torch.Tensor) -> torch.Tensor:
+        _check_captured_shape(wavs, self.wavs, self.model.backbone.feature_extractor)
+        self.wavs.copy_(wavs)
+        self.graph.replay()
+        return self.loss
+
+
+def _check_captured_shape(wavs: torch.Tensor, captured: torch.Tensor, cnn) -> None:
+    """ValueError where ``wavs`` are not of the captured shape or fail the model's input checks."""
+    if wavs.shape != captured.shape:
+        raise ValueError(f"captured for waveforms of shape {tuple(captured.shape)}, got {tuple(wavs.shape)}")
+    checked_lengths(wavs, None, None, cnn.receptive_field)
+
+
+def graphed_step(model, mode: str, wavs: torch.Tensor, dtype: str) -> Tuple[Callable, str]:
+    """The ``infer`` or ``train`` step of :func:`offline_step` replayed from a CUDA graph
+    (:class:`GraphedExtraction`, :class:`GraphedTrainingStep`), and a note; the eager step
+    where capture fails, with the reason."""
     try:
-        graphed = GraphedExtraction(model.backbone, wavs, dtype)
+        if mode == "infer":
+            graphed = GraphedExtraction(model.eval().backbone, wavs, dtype)
+        else:
+            graphed = GraphedTrainingStep(model, wavs, *training_targets(model, wavs), dtype)
     except RuntimeError as error:
-        return offline_step(model, "infer", wavs, None, dtype), f"cuda graphs not used ({error}); eager"
+        model.zero_grad(set_to_none=True)
+        return offline_step(model, mode, wavs, None, dtype), f"cuda graphs not used ({error}); eager"
     return (lambda: graphed(wavs)), "cuda graph replayed"
 
 
@@ -545,9 +599,9 @@ def measure_stream(model, wavs, chunk_samples: int, dtype: str, cuda_graphs: boo
 class BenchmarkSpec:
     """Everything one benchmark run measures. ``overrides`` apply to every preset.
 
-    ``cuda_graphs``: replay each ``infer`` forward (:class:`GraphedExtraction`) and the
-    steady-state ``stream`` steps (:class:`GraphedStreamStep`) from CUDA graphs; ``train``
-    steps stay eager.
+    ``cuda_graphs``: replay each ``infer`` forward (:class:`GraphedExtraction`), each
+    ``train`` step (:class:`GraphedTrainingStep`) and the steady-state ``stream`` steps
+    (:class:`GraphedStreamStep`) from CUDA graphs.
     """
 
     presets: Sequence[str]
@@ -615,14 +669,12 @@ def measure(spec: BenchmarkSpec, preset: str, model, meta, setting: Setting) -> 
             step_ms = sorted(1000 * t for t in steps)
             result.step_ms = statistics.median(step_ms)
             result.step_p90_ms = step_ms[min(len(step_ms) - 1, math.ceil(0.9 * len(step_ms)) - 1)]
-        elif spec.cuda_graphs and setting.mode == "infer":
+        elif spec.cuda_graphs:
             with PeakMemory(device) as memory:  # the graph's memory is allocated when it is captured
-                step, result.note = graphed_infer_step(model, wavs, setting.dtype)
+                step, result.note = graphed_step(model, setting.mode, wavs, setting.dtype)
                 result.times_s = time_calls(step, device, spec.warmup, spec.repeat)
         else:
             step = offline_step(model, setting.mode, wavs, None, setting.dtype)
-            if spec.cuda_graphs:
-                result.note = "eager: no cuda graphs for training steps"
             with PeakMemory(device) as memory:
                 result.times_s = time_calls(step, device, spec.warmup, spec.repeat)
         result.time_s = statistics.median(result.times_s)

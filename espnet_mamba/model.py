@@ -198,13 +198,25 @@ class MambaHuBERTForPretraining(nn.Module):
 
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor, mask: Optional[torch.Tensor] = None):
         """Label logits (batch, frames, num_classes) with ``mask`` (batch, frames) frames
-        replaced by the mask embedding; and frame lengths."""
+        replaced by the mask embedding; and frame lengths. Raises ValueError on bad input."""
         cnn = self.backbone.feature_extractor
         wav_lens, host_lens = checked_lengths(wavs, wav_lens, None, cnn.receptive_field)
+        return self.label_logits(wavs, wav_lens, cnn.output_lengths(host_lens), mask)
+
+    def label_logits(
+        self,
+        wavs: torch.Tensor,
+        wav_lens: Optional[torch.Tensor],
+        frame_lengths: Optional[torch.Tensor],
+        mask: Optional[torch.Tensor],
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """:meth:`forward` on checked input, without reading the device (so it can be
+        captured in a CUDA graph): ``wav_lens`` on the waveforms' device and ``frame_lengths``
+        (the blocks' real frames, best on the CPU), or both None where nothing is padded."""
         x, lengths = self.backbone.embed(wavs, wav_lens)
         if mask is not None:
             x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
-        last = self.backbone.encode(x, cnn.output_lengths(host_lens))[-1]
+        last = self.backbone.encode(x, frame_lengths)[-1]
         return self.label_embeddings(self.final_proj(last)) / self.logit_temperature, lengths
 
     def extract_features(self, wavs, wav_lens=None, sample_rate=None):

@@ -43,8 +43,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=5, help="timed runs; the median is reported (stream: one timed stream)")
     p.add_argument("--chunk_ms", type=float, default=20.0, help="stream: audio per step")
     p.add_argument("--cuda_graphs", action="store_true",
-                   help="replay from CUDA graphs: infer, each forward; stream, the steady-state steps (key/value "
-                   "caches then have a fixed capacity); train steps stay eager")
+                   help="replay from CUDA graphs: infer, each forward; train, each step (forward, loss, backward); "
+                   "stream, the steady-state steps (key/value caches then have a fixed capacity)")
     p.add_argument("--ratio_to", help="add a column: time of this preset / time of the row's preset")
     p.add_argument("--override", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
                    help="ModelConfig field for every preset, e.g. num_layers=2 (repeatable)")
