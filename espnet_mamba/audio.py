@@ -1,7 +1,8 @@
-"""Reading Kaldi-style ``wav.scp`` lists and audio files, with the checks every tool needs."""
+"""Kaldi-style lists (``wav.scp``, ``text``, ...) and audio files: reading them with the checks
+every tool needs, and writing the data dirs that ESPnet's recipes read."""
 
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Tuple, Union
 
 import numpy as np
 import soundfile
@@ -59,4 +60,38 @@ def iter_wav_scp(path: Union[str, Path]) -> Iterator[Tuple[str, torch.Tensor]]:
         yield utt_id, load_audio(value, utt_id)
 
 
-__all__ = ["SAMPLE_RATE", "iter_wav_scp", "load_audio", "read_scp", "read_wav_scp"]
+def write_data_dir(out_dir: Union[str, Path], wav_scp: Mapping[str, str], utt2spk: Mapping[str, str],
+                   **tables: Mapping[str, str]) -> Path:  # fmt: skip
+    """A Kaldi-style data dir: ``wav.scp``, ``utt2spk``, the ``spk2utt`` made from it, and one
+    file per further table under its keyword's name (``text``, ``segments``, ``reco2dur``, ...).
+    Each file has a line ``key value`` per entry, sorted by key in byte order (Kaldi's
+    ``LC_ALL=C sort``); ``spk2utt``'s utterances are sorted too.
+
+    The keys of ``utt2spk`` are the utterances: those of ``segments`` where it is given (then
+    ``wav.scp`` lists recordings), else those of ``wav.scp``. Raises ValueError where they
+    differ, where a key holds whitespace, or where a value is empty or spans lines. Returns
+    ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    tables = {"wav.scp": wav_scp, "utt2spk": utt2spk, **tables}
+    for name, table in tables.items():
+        for key, value in table.items():
+            if not key or any(c.isspace() for c in key):
+                raise ValueError(f"{out_dir / name}: key {key!r} is empty or holds whitespace")
+            if not str(value).strip() or "\n" in str(value):
+                raise ValueError(f"{out_dir / name}: {key}: value {value!r} is empty or spans lines")
+    listed_by = "segments" if "segments" in tables else "wav.scp"
+    if set(utt2spk) != set(tables[listed_by]):
+        missing = sorted(set(tables[listed_by]) ^ set(utt2spk))[:3]
+        raise ValueError(f"{out_dir}: utt2spk and {listed_by} list different utterances, e.g. {missing}")
+    spk2utt: Dict[str, List[str]] = {}
+    for utt in sorted(utt2spk):
+        spk2utt.setdefault(utt2spk[utt], []).append(utt)
+    tables["spk2utt"] = {speaker: " ".join(utts) for speaker, utts in spk2utt.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        (out_dir / name).write_text("".join(f"{key} {table[key]}\n" for key in sorted(table)), encoding="utf-8")
+    return out_dir
+
+
+__all__ = ["SAMPLE_RATE", "iter_wav_scp", "load_audio", "read_scp", "read_wav_scp", "write_data_dir"]

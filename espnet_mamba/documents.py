@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import soundfile
 
-from espnet_mamba.audio import read_scp
+from espnet_mamba.audio import read_scp, write_data_dir
 from espnet_mamba.validation import SAMPLE_RATE
 
 
@@ -131,7 +131,7 @@ def write_documents(documents: List[List[Utterance]], out_dir: Union[str, Path],
     out_dir = Path(out_dir)
     audio_dir = Path(audio_dir) if audio_dir is not None else out_dir / "wav"
     audio_dir.mkdir(parents=True, exist_ok=True)
-    wav_scp, text, utt2spk, doc_segments, index = {}, {}, {}, [], {}
+    wav_scp, text, utt2spk, doc_segments, index = {}, {}, {}, {}, {}
     for document in documents:
         group = document[0].group
         index[group] = index.get(group, 0) + 1
@@ -139,8 +139,8 @@ def write_documents(documents: List[List[Utterance]], out_dir: Union[str, Path],
         pieces, offset = [], 0
         for utterance in document:
             audio = load_segment(utterance)
-            doc_segments.append(
-                f"{utterance.utt_id} {doc_id} {offset / SAMPLE_RATE:.3f} {(offset + len(audio)) / SAMPLE_RATE:.3f}\n"
+            doc_segments[utterance.utt_id] = (
+                f"{doc_id} {offset / SAMPLE_RATE:.3f} {(offset + len(audio)) / SAMPLE_RATE:.3f}"
             )
             pieces.append(audio)
             offset += len(audio)
@@ -149,17 +149,5 @@ def write_documents(documents: List[List[Utterance]], out_dir: Union[str, Path],
         wav_scp[doc_id] = str(path)
         text[doc_id] = " ".join(u.text for u in document if u.text)
         utt2spk[doc_id] = group
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    def write(name: str, mapping: Dict[str, str]) -> None:
-        (out_dir / name).write_text("".join(f"{k} {mapping[k]}\n" for k in sorted(mapping)), encoding="utf-8")
-
-    write("wav.scp", wav_scp)
-    write("text", text)
-    write("utt2spk", utt2spk)
-    spk2utt = {}
-    for doc_id in sorted(utt2spk):
-        spk2utt.setdefault(utt2spk[doc_id], []).append(doc_id)
-    write("spk2utt", {group: " ".join(ids) for group, ids in spk2utt.items()})
-    (out_dir / "doc_segments").write_text("".join(sorted(doc_segments)), encoding="utf-8")
+    write_data_dir(out_dir, wav_scp=wav_scp, utt2spk=utt2spk, text=text, doc_segments=doc_segments)
     return out_dir

@@ -13,6 +13,7 @@ import numpy as np
 import soundfile
 import yaml
 
+from espnet_mamba.audio import write_data_dir
 from s3prl_upstream.superb_data import write_length_tables
 
 SAMPLE_RATE = 16000
@@ -215,25 +216,19 @@ def make_diarization(root: Path) -> dict:
     """SD: Kaldi-style ``{train,dev,test}/`` folders (wav.scp, segments, utt2spk, spk2utt,
     reco2dur, rttm) of 2-speaker mixtures, as LibriMix's prepare_diarization.py writes."""
     for split in ("train", "dev", "test"):
-        directory = root / split
-        scp, segments, utt2spk, reco2dur, rttm = [], [], [], [], []
-        spk2utt: Dict[str, List[str]] = {}
+        scp, segments, utt2spk, reco2dur, rttm = {}, {}, {}, {}, []
         for r in range(2):
             recording = f"{split}_mix{r}"
             write_wav(root / "wav" / f"{recording}.wav", 2.0, 5 * r + len(split))
-            scp.append(f"{recording} {root / 'wav' / f'{recording}.wav'}\n")
-            reco2dur.append(f"{recording} 2.0\n")
+            scp[recording] = str(root / "wav" / f"{recording}.wav")
+            reco2dur[recording] = "2.0"
             for speaker, (start, end) in (("spkA", (0.0, 1.2)), ("spkB", (0.8, 2.0))):
                 utterance = f"{speaker}_{recording}"
-                segments.append(f"{utterance} {recording} {start:.2f} {end:.2f}\n")
-                utt2spk.append(f"{utterance} {speaker}\n")
-                spk2utt.setdefault(speaker, []).append(utterance)
+                segments[utterance] = f"{recording} {start:.2f} {end:.2f}"
+                utt2spk[utterance] = speaker
                 rttm.append(f"SPEAKER {recording} 1 {start:.2f} {end - start:.2f} <NA> <NA> {speaker} <NA> <NA>\n")
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, lines in (("wav.scp", scp), ("segments", segments), ("utt2spk", utt2spk),
-                            ("reco2dur", reco2dur), ("rttm", rttm)):  # fmt: skip
-            (directory / name).write_text("".join(sorted(lines)))
-        (directory / "spk2utt").write_text("".join(f"{s} {' '.join(u)}\n" for s, u in sorted(spk2utt.items())))
+        write_data_dir(root / split, wav_scp=scp, utt2spk=utt2spk, segments=segments, reco2dur=reco2dur)
+        (root / split / "rttm").write_text("".join(sorted(rttm)))
     expert = {
         "datarc": {"chunk_size": 50, "subsampling": 1, "label_delay": 0, "num_speakers": 2, "rate": 16000,
                    "frame_shift": None},

@@ -514,6 +514,32 @@ def test_error_rates_from_text_and_trn(tmp_path):
         error_rates({"u1": "A", "u3": "B"}, {"u1": "A"})
 
 
+def test_data_dir_writer_sorts_every_table_and_refuses_inconsistent_ones(tmp_path):
+    from espnet_mamba.audio import read_scp, write_data_dir
+
+    out = write_data_dir(tmp_path / "d", wav_scp={"s2-b": "/w/b.wav", "s1-a": "/w/a.wav", "s1-c": "/w/c.wav"},
+                         utt2spk={"s1-c": "s1", "s2-b": "s2", "s1-a": "s1"},
+                         text={"s1-c": "C", "s1-a": "A B", "s2-b": "B"})
+    assert (out / "wav.scp").read_text() == "s1-a /w/a.wav\ns1-c /w/c.wav\ns2-b /w/b.wav\n"
+    assert (out / "spk2utt").read_text() == "s1 s1-a s1-c\ns2 s2-b\n"
+    assert read_scp(out / "text") == [("s1-a", "A B"), ("s1-c", "C"), ("s2-b", "B")]
+    assert sorted(p.name for p in out.iterdir()) == ["spk2utt", "text", "utt2spk", "wav.scp"]
+    # with segments, wav.scp lists recordings and utt2spk the segments
+    write_data_dir(tmp_path / "seg", wav_scp={"rec": "/w/rec.wav"}, utt2spk={"u2": "s", "u1": "s"},
+                   segments={"u2": "rec 1.0 2.0", "u1": "rec 0.0 1.0"})
+    assert (tmp_path / "seg" / "segments").read_text() == "u1 rec 0.0 1.0\nu2 rec 1.0 2.0\n"
+    for tables, problem in (
+        (dict(wav_scp={"a": "/a.wav"}, utt2spk={"b": "s"}), "utt2spk and wav.scp list different utterances"),
+        (dict(wav_scp={"r": "/r.wav"}, utt2spk={"r": "s"}, segments={"u": "r 0 1"}), "utt2spk and segments"),
+        (dict(wav_scp={"a b": "/a.wav"}, utt2spk={"a b": "s"}), "holds whitespace"),
+        (dict(wav_scp={"a": "/a.wav"}, utt2spk={"a": "s"}, text={"a": " "}), "text: a: value ' ' is empty"),
+        (dict(wav_scp={"a": "/a.wav"}, utt2spk={"a": "s"}, text={"a": "x\ny"}), "spans lines"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            write_data_dir(tmp_path / "bad", **tables)
+    assert not (tmp_path / "bad").exists()
+
+
 def write_recording(path: Path, seconds: float, value: float):
     soundfile.write(path, np.full(int(seconds * 16000), value, dtype=np.float32), 16000, subtype="PCM_16")
 

@@ -4,7 +4,8 @@ need a model trained to a real WER (the mini_an4 smoke recipe gives only ~100%).
 Each utterance is 2 to 6 words of an AN4-like vocabulary (digits, "oh", commands), spoken by
 one of espeak-ng's English voice variants at a random speed and pitch, resampled to 16 kHz
 mono 16-bit. Each set is drawn from its own random stream (the voices are shared, so this
-measures the model, not generalisation to new speakers). Writes DATA_DIR/{train,dev,test}/{wav.scp,text,utt2spk,spk2utt} and the wavs.
+measures the model, not generalisation to new speakers). Writes OUT_DIR/data/{train,dev,test}/
+{wav.scp,text,utt2spk,spk2utt} and the wavs under OUT_DIR/wav.
 
     python tools/espeak_corpus.py --out_dir exp/espeak --train 1500 --dev 100 --test 200
 
@@ -21,6 +22,8 @@ from pathlib import Path
 import soundfile
 import torch
 import torchaudio
+
+from espnet_mamba.audio import write_data_dir
 
 WORDS = ("ZERO ONE TWO THREE FOUR FIVE SIX SEVEN EIGHT NINE OH "
          "ENTER ERASE RUBOUT REPEAT STOP GO YES NO START HELP").split()  # fmt: skip
@@ -39,9 +42,8 @@ def speak(text: str, voice: str, speed: int, pitch: int) -> torch.Tensor:
 
 def write_set(data_dir: Path, wav_dir: Path, name: str, count: int, rng: random.Random) -> None:
     """``count`` utterances into data_dir/name (Kaldi files) and wav_dir/name (wavs)."""
-    (data_dir / name).mkdir(parents=True, exist_ok=True)
     (wav_dir / name).mkdir(parents=True, exist_ok=True)
-    rows = []
+    wav_scp, utt2spk, texts = {}, {}, {}
     for i in range(count):
         voice = rng.choice(VOICES)
         speaker = voice.replace("+", "_")
@@ -50,14 +52,8 @@ def write_set(data_dir: Path, wav_dir: Path, name: str, count: int, rng: random.
         path = (wav_dir / name / f"{utt}.wav").resolve()
         wav = speak(text, voice, speed=rng.randint(130, 200), pitch=rng.randint(25, 75))
         soundfile.write(path, wav.numpy(), SAMPLE_RATE, subtype="PCM_16")
-        rows.append((utt, speaker, str(path), text))
-    rows.sort()
-    for file, column in (("wav.scp", 2), ("text", 3), ("utt2spk", 1)):
-        (data_dir / name / file).write_text("".join(f"{row[0]} {row[column]}\n" for row in rows))
-    speakers = {}
-    for utt, speaker, _, _ in rows:
-        speakers.setdefault(speaker, []).append(utt)
-    (data_dir / name / "spk2utt").write_text("".join(f"{s} {' '.join(u)}\n" for s, u in sorted(speakers.items())))
+        wav_scp[utt], utt2spk[utt], texts[utt] = str(path), speaker, text
+    write_data_dir(data_dir / name, wav_scp=wav_scp, utt2spk=utt2spk, text=texts)
 
 
 def main() -> None:

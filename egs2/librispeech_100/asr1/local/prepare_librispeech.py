@@ -6,6 +6,8 @@ documents follow chapters), spk2utt. Several --corpus_dir are merged (e.g. dev-c
 import argparse
 from pathlib import Path
 
+from espnet_mamba.audio import write_data_dir
+
 
 def read_part(part: Path) -> dict:
     """{utt_id: (flac path, transcript, speaker-chapter)} of one LibriSpeech part."""
@@ -30,16 +32,8 @@ def main():
     rows = {}
     for part in args.corpus_dir:
         rows.update(read_part(part))
-    out = args.data_dir
-    out.mkdir(parents=True, exist_ok=True)
-    utts = sorted(rows)
-    (out / "wav.scp").write_text("".join(f"{u} {rows[u][0]}\n" for u in utts))
-    (out / "text").write_text("".join(f"{u} {rows[u][1]}\n" for u in utts))
-    (out / "utt2spk").write_text("".join(f"{u} {rows[u][2]}\n" for u in utts))
-    speakers = {}
-    for u in utts:
-        speakers.setdefault(rows[u][2], []).append(u)
-    (out / "spk2utt").write_text("".join(f"{s} {' '.join(speakers[s])}\n" for s in sorted(speakers)))
+    write_data_dir(args.data_dir, wav_scp={u: row[0] for u, row in rows.items()},
+                   utt2spk={u: row[2] for u, row in rows.items()}, text={u: row[1] for u, row in rows.items()})
 
 
 if __name__ == "__main__":

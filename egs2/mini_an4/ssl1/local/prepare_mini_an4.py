@@ -11,6 +11,8 @@ from pathlib import Path
 
 import soundfile
 
+from espnet_mamba.audio import write_data_dir
+
 
 def transcripts(path: Path) -> dict:
     """'<s> WORDS </s> (utt)' or 'WORDS (utt)' lines -> {utt: WORDS}."""
@@ -26,25 +28,17 @@ def transcripts(path: Path) -> dict:
 def write_split(root: Path, name: str, wav_dir: Path, data_dir: Path) -> None:
     ids = (root / "etc" / f"{name}.fileids").read_text().split()
     texts = transcripts(root / "etc" / f"{name}.transcription")
-    rows = []
+    wav_scp, utt2spk, text = {}, {}, {}
     for file_id in ids:
         utt = Path(file_id).name
         speaker = Path(file_id).parent.name
         audio, rate = soundfile.read(root / "wav" / f"{file_id}.sph", dtype="int16")
         wav = wav_dir / f"{speaker}-{utt}.wav"
         soundfile.write(wav, audio, rate, subtype="PCM_16")
-        rows.append((f"{speaker}-{utt}", speaker, wav.resolve(), texts[utt]))
+        key = f"{speaker}-{utt}"
+        wav_scp[key], utt2spk[key], text[key] = str(wav.resolve()), speaker, texts[utt]
     for split in ([name.replace("an4_", "")] if name == "an4_train" else ["test", "dev"]):
-        out = data_dir / split
-        out.mkdir(parents=True, exist_ok=True)
-        rows.sort()
-        (out / "wav.scp").write_text("".join(f"{u} {w}\n" for u, _, w, _ in rows))
-        (out / "text").write_text("".join(f"{u} {t}\n" for u, _, _, t in rows))
-        (out / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s, _, _ in rows))
-        speakers = sorted({s for _, s, _, _ in rows})
-        (out / "spk2utt").write_text(
-            "".join(f"{s} {' '.join(u for u, sp, _, _ in rows if sp == s)}\n" for s in speakers)
-        )
+        write_data_dir(data_dir / split, wav_scp=wav_scp, utt2spk=utt2spk, text=text)
 
 
 def main():
