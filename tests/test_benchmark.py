@@ -77,6 +77,21 @@ def test_cli_tiny_cpu(tmp_path, capsys):
     assert len((out / "benchmark.tsv").read_text().splitlines()) == 5
 
 
+def test_cli_moves_the_chunked_scan_threshold_for_its_run_only(tmp_path, monkeypatch):
+    from espnet_mamba.ops import backend
+
+    default, seen = backend.CHUNKED_SCAN_MIN_TRAIN_FRAMES, []
+
+    def run(spec, log):
+        seen.append(backend.CHUNKED_SCAN_MIN_TRAIN_FRAMES)
+        return benchmarking.run_benchmark(spec, log)
+
+    monkeypatch.setattr(cli, "run_benchmark", run)
+    cli.main(["--presets", "mamba_small", "--seconds", "0.5", "--device", "cpu", "--warmup", "0", "--repeat", "1",
+              "--chunked_scan_min_train_frames", "0", "--output_dir", str(tmp_path), *TINY_ARGS])  # fmt: skip
+    assert seen == [0] and backend.CHUNKED_SCAN_MIN_TRAIN_FRAMES == default
+
+
 def test_macs_per_second_flat_for_mamba_and_growing_for_attention():
     """The efficiency claim of the Mamba-HuBERT paper, at full size (counted on meta)."""
     per_second = {}

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from espnet_mamba.benchmarking import BenchmarkSpec, Setting, environment, run_benchmark, write_report
+from espnet_mamba.ops import backend
 
 
 def _list(text: str):
@@ -51,6 +52,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default="exp/benchmark")
     p.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's choice); 1 is steadier "
                    "on a machine other processes share")
+    p.add_argument("--chunked_scan_min_train_frames", type=int, metavar="FRAMES",
+                   help="with autograd on CUDA, run the chunked scan from this many frames in a batch on, instead of "
+                   f"backend.CHUNKED_SCAN_MIN_TRAIN_FRAMES ({backend.CHUNKED_SCAN_MIN_TRAIN_FRAMES}); 0: always, "
+                   "a huge number: never (mamba-ssm's path); for measuring where it should be")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -73,7 +78,13 @@ def main(argv=None) -> None:
         warmup=args.warmup, repeat=args.repeat, chunk_ms=args.chunk_ms, cuda_graphs=args.cuda_graphs,
         seed=args.seed,
     )  # fmt: skip
-    results = run_benchmark(spec, log=lambda line: print(line, file=sys.stderr, flush=True))
+    default_min_frames = backend.CHUNKED_SCAN_MIN_TRAIN_FRAMES
+    if args.chunked_scan_min_train_frames is not None:
+        backend.CHUNKED_SCAN_MIN_TRAIN_FRAMES = args.chunked_scan_min_train_frames
+    try:
+        results = run_benchmark(spec, log=lambda line: print(line, file=sys.stderr, flush=True))
+    finally:
+        backend.CHUNKED_SCAN_MIN_TRAIN_FRAMES = default_min_frames
     command = "python -m espnet_mamba.bin.benchmark " + shlex.join(sys.argv[1:] if argv is None else argv)
     print(write_report(results, args.output_dir, environment(args.device), command, args.ratio_to))
 

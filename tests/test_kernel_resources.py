@@ -1,0 +1,54 @@
+"""tools/kernel_resources.py: the chunked scan's Triton kernels compiled for sm_90 on a machine
+without a GPU, each with the arguments of its launch, and their resources read back."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from espnet_mamba.ops import chunked_scan
+from espnet_mamba.ops.backend import triton_available
+
+pytestmark = pytest.mark.skipif(not triton_available(), reason="Triton is not installed on this platform")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("kernel_resources", REPO / "tools/kernel_resources.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_launch_of_a_training_step_is_compiled_for_sm90(tool):
+    rows = tool.scan_kernels(batch=2, frames=300, channels=64, states=24)
+    assert [(r["kernel"], r["flags"]) for r in rows] == [
+        ("_scan_chunks", "-"), ("_chain_chunks", "-"), ("_scan_chunks", "WRITE_OUTPUT"),  # forward: passes 1-3
+        ("_adjoint_chunks", "-"), ("_chain_chunks", "REVERSE"), ("_grad_chunks", "-"),  # backward: steps 4-6
+    ]  # fmt: skip
+    for row in rows:
+        assert 0 < row["registers"] <= 255 and row["instructions"] > 100, row
+        assert row["MUFU"] > 0, row  # every kernel takes exponentials (exp2)
+    assert {r["kernel"]: r["num_warps"] for r in rows}["_grad_chunks"] == 1
+    # the launches ran nothing, and the kernels launch again as before
+    assert all("run" not in k.__dict__ for k in (chunked_scan._scan_chunks, chunked_scan._grad_chunks))
+
+
+def test_alignment_of_the_launch_arguments_reaches_the_compiler(tool):
+    """B and C 16-byte aligned are compiled as such, one element off they are not: a frame's
+    states are then loaded one by one, and the instructions differ."""
+    import torch
+
+    channels, states = 64, 24
+    rows = {}
+    for offset in (0, 1):
+        u = torch.zeros(1, 128, channels, dtype=torch.bfloat16)
+        x_dbl = torch.zeros(1, 128 * 2 * states + offset, dtype=torch.bfloat16)[:, offset:].view(1, 128, 2 * states)
+        A, D, bias = -torch.ones(states, channels), torch.ones(channels), torch.zeros(channels)
+        found = []
+        with tool.compiled_instead_of_launched([chunked_scan._scan_chunks, chunked_scan._chain_chunks], found):
+            chunked_scan._scan_forward(u, u, A, D, bias, x_dbl[..., :states], x_dbl[..., states:], u, None, 64, 32, 1)
+        rows[offset] = found[-1]
+    assert rows[0]["flags"] == rows[1]["flags"] == "WRITE_OUTPUT"
+    assert rows[0]["instructions"] != rows[1]["instructions"]
