@@ -1,5 +1,7 @@
-"""Running the egs2/ recipes from tests: in a copy of egs2/, with this interpreter's `python`."""
+"""Running the egs2/ recipes and tools/ scripts from tests: recipes in a copy of egs2/, with
+this interpreter's `python`; scripts imported from their files."""
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -7,6 +9,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = ("data", "dump", "exp", "downloads", "packed", "RESULTS.md")
+
+
+def load_script(path: Path):
+    """The Python script at ``path`` (e.g. tools/espeak_corpus.py, a recipe's local/*.py),
+    imported as a module under its file name."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def recipe_env() -> dict:

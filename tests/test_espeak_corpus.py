@@ -2,24 +2,19 @@
 ESPnet's ASR task reads (with espeak-ng's voice replaced by a tone where espeak-ng is absent),
 and espeak-ng's own audio where it is installed."""
 
-import importlib.util
 import random
 import shutil
-from pathlib import Path
 
 import pytest
 import soundfile
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from recipe_helpers import REPO, load_script
 
 
 @pytest.fixture(scope="module")
 def corpus():
-    spec = importlib.util.spec_from_file_location("espeak_corpus", REPO / "tools/espeak_corpus.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "tools/espeak_corpus.py")
 
 
 def test_sets_are_kaldi_style_and_sorted(corpus, tmp_path, monkeypatch):

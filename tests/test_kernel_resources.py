@@ -1,24 +1,20 @@
 """tools/kernel_resources.py: the chunked scan's Triton kernels compiled for sm_90 on a machine
 without a GPU, each with the arguments of its launch, and their resources read back."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+import torch
 
 from espnet_mamba.ops import chunked_scan
 from espnet_mamba.ops.backend import triton_available
 
+from recipe_helpers import REPO, load_script
+
 pytestmark = pytest.mark.skipif(not triton_available(), reason="Triton is not installed on this platform")
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("kernel_resources", REPO / "tools/kernel_resources.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "tools/kernel_resources.py")
 
 
 def test_every_launch_of_a_training_step_is_compiled_for_sm90(tool):
@@ -38,8 +34,6 @@ def test_every_launch_of_a_training_step_is_compiled_for_sm90(tool):
 def test_alignment_of_the_launch_arguments_reaches_the_compiler(tool):
     """B and C 16-byte aligned are compiled as such, one element off they are not: a frame's
     states are then loaded one by one, and the instructions differ."""
-    import torch
-
     channels, states = 64, 24
     rows = {}
     for offset in (0, 1):

@@ -5,7 +5,6 @@ config also through ``python -m espnet_mamba.bin.ssl_train --dry_run`` in a proc
 run.sh hands the right options to ssl.sh; local/data.sh writes the data dirs from a copy of the
 corpus and fails clearly when it can neither find nor fetch it."""
 
-import importlib.util
 import os
 import re
 import shutil
@@ -24,7 +23,7 @@ import espnet_mamba
 from espnet_mamba.espnet.tasks import MambaSSLTask
 from espnet_mamba.kmeans import write_token_list
 
-from recipe_helpers import copy_recipes, recipe_env
+from recipe_helpers import copy_recipes, load_script, recipe_env
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "egs2/librispeech/ssl1"
@@ -60,9 +59,7 @@ def test_every_preset_has_both_iterations():
 
 
 def test_configs_are_what_the_generator_writes():
-    spec = importlib.util.spec_from_file_location("make_configs", RECIPE / "local/make_configs.py")
-    make_configs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_configs)
+    make_configs = load_script(RECIPE / "local/make_configs.py")
     for config in CONFIGS:
         it, preset = iteration_and_preset(config)
         assert config.read_text() == make_configs.render(preset, it), f"re-run local/make_configs.py ({config.name})"
