@@ -73,11 +73,12 @@ def resources(compiled) -> Dict[str, int]:
         sass = _cuobjdump("--dump-sass", cubin.name)
     fields = dict(re.findall(r"(REG|STACK|SHARED):(\d+)", usage))
     opcodes = re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass)
-    count = lambda prefix: sum(op.startswith(prefix) for op in opcodes)  # noqa: E731
+    counted = {name: sum(op.startswith(prefix) for op in opcodes)
+               for name, prefix in (("spill stores", "STL"), ("spill loads", "LDL"), ("barriers", "BAR"),
+                                    ("shuffles", "SHFL"), ("MUFU", "MUFU"))}  # fmt: skip
     return {"registers": int(fields["REG"]), "stack": int(fields["STACK"]),
             "shared bytes": int(fields["SHARED"]) + compiled.metadata.shared, "instructions": len(opcodes),
-            "spill stores": count("STL"), "spill loads": count("LDL"), "barriers": count("BAR"),
-            "shuffles": count("SHFL"), "MUFU": count("MUFU")}  # fmt: skip
+            **counted}  # fmt: skip
 
 
 def _cuobjdump(flag: str, path: str) -> str:
