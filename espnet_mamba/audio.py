@@ -82,8 +82,8 @@ def write_data_dir(out_dir: Union[str, Path], wav_scp: Mapping[str, str], utt2sp
                 raise ValueError(f"{out_dir / name}: {key}: value {value!r} is empty or spans lines")
     listed_by = "segments" if "segments" in tables else "wav.scp"
     if set(utt2spk) != set(tables[listed_by]):
-        missing = sorted(set(tables[listed_by]) ^ set(utt2spk))[:3]
-        raise ValueError(f"{out_dir}: utt2spk and {listed_by} list different utterances, e.g. {missing}")
+        differing = sorted(set(tables[listed_by]) ^ set(utt2spk))[:3]
+        raise ValueError(f"{out_dir}: utt2spk and {listed_by} list different utterances, e.g. {differing}")
     spk2utt: Dict[str, List[str]] = {}
     for utt in sorted(utt2spk):
         spk2utt.setdefault(utt2spk[utt], []).append(utt)
