@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CTC ASR from scratch on a synthetic spoken-command corpus (espeak-ng; 1500 training
 # utterances of digits and commands, 7 voices), on CPU: a model trained to a real WER in
-# about an hour on 2 cores, where mini_an4 gives only a smoke test. A causal Mamba (6
+# about 1.5 hours on 2 cores, where mini_an4 gives only a smoke test. A causal Mamba (6
 # blocks of mamba_small's shape, a narrow CNN); offline and streaming decoding, float32 and,
 # with --stream_args --quantize_asr_model, int8 linear layers (docs/asr.md).
 set -euo pipefail
