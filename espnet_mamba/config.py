@@ -35,6 +35,11 @@ class ModelConfig:
     conv_kernel: int = 31
     # Waveform CNN and positional conv (HuBERT Base); pos_conv_kernel 0 removes the conv
     conv_layers: List[Tuple[int, int, int]] = field(default_factory=lambda: [list(x) for x in HUBERT_CONV_LAYERS])
+    # Biases in the CNN's convs (HuBERT: none). With the causal presets' per-frame LayerNorm,
+    # a bias keeps digital silence (exact-zero samples) from passing through every layer as
+    # zeros at initialisation, where each LayerNorm multiplies its gradient by up to
+    # 1/sqrt(eps) (docs/asr.md, "Digital silence at initialisation")
+    conv_bias: bool = False
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
     # Regularisation

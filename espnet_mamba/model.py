@@ -40,7 +40,8 @@ class MambaHuBERT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.feature_extractor = FeatureExtractor(cfg.extractor_mode, cfg.conv_layers, recompute=cfg.recompute_cnn)
+        self.feature_extractor = FeatureExtractor(cfg.extractor_mode, cfg.conv_layers, conv_bias=cfg.conv_bias,
+                                                  recompute=cfg.recompute_cnn)
         self.feature_norm = nn.LayerNorm(self.feature_extractor.output_dim)
         self.feature_proj = nn.Linear(self.feature_extractor.output_dim, cfg.d_model)
         self.dropout_input = nn.Dropout(cfg.dropout_input)
