@@ -38,7 +38,8 @@ class ModelConfig:
     # Biases in the CNN's convs (HuBERT: none). With the causal presets' per-frame LayerNorm,
     # a bias keeps digital silence (exact-zero samples) from passing through every layer as
     # zeros at initialisation, where each LayerNorm multiplies its gradient by up to
-    # 1/sqrt(eps) (docs/asr.md, "Digital silence at initialisation")
+    # 1/sqrt(eps); but a CTC recipe learned far more slowly with it (docs/asr.md, "Digital
+    # silence at initialisation")
     conv_bias: bool = False
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
