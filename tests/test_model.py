@@ -224,10 +224,15 @@ CHUNKINGS = {
 }
 
 
+# The causal presets, and mamba_base with biases in its CNN's convs (ModelConfig.conv_bias)
+STREAMED_MODELS = [(preset, {}) for preset in CAUSAL_PRESETS] + [("mamba_base", {"conv_bias": True})]
+
+
 @pytest.mark.parametrize("chunking", list(CHUNKINGS))
-@pytest.mark.parametrize("preset", CAUSAL_PRESETS)
-def test_streaming_equals_offline(tiny_model, preset, chunking):
-    model = tiny_model(preset, scan_chunk_size=4)
+@pytest.mark.parametrize("preset, overrides", STREAMED_MODELS,
+                         ids=[p + "-conv_bias" * bool(o) for p, o in STREAMED_MODELS])  # fmt: skip
+def test_streaming_equals_offline(tiny_model, preset, overrides, chunking):
+    model = tiny_model(preset, scan_chunk_size=4, **overrides)
     wavs, _ = random_wavs(6000, 6000)
     with torch.no_grad():
         offline, _ = model.extract_features(wavs)
@@ -244,16 +249,6 @@ def test_streaming_one_sample_at_a_time_equals_offline(tiny_model, preset):
     with torch.no_grad():
         offline, _ = model.extract_features(wavs)
     streamed = stream_in_chunks(model, wavs, [1] * wavs.shape[1])
-    for h_stream, h_offline in zip(streamed, offline):
-        torch.testing.assert_close(h_stream, h_offline, rtol=1e-5, atol=1e-5)
-
-
-def test_streaming_with_conv_biases_equals_offline(tiny_model):
-    model = tiny_model("mamba_base", conv_bias=True, scan_chunk_size=4)
-    wavs, _ = random_wavs(6000, 6000)
-    with torch.no_grad():
-        offline, _ = model.extract_features(wavs)
-    streamed = stream_in_chunks(model, wavs, random_chunks(wavs.shape[1]))
     for h_stream, h_offline in zip(streamed, offline):
         torch.testing.assert_close(h_stream, h_offline, rtol=1e-5, atol=1e-5)
 
