@@ -41,6 +41,11 @@ class ModelConfig:
     # 1/sqrt(eps); but a CTC recipe learned far more slowly with it (docs/asr.md, "Digital
     # silence at initialisation")
     conv_bias: bool = False
+    # Standard deviation of Gaussian noise added to the waveform in training (Kaldi's dither;
+    # one 16-bit step is 3e-5), 0 for none. It too keeps digital silence off exact zeros, but
+    # the per-frame LayerNorm CNN scales it up to speech's level, and the CTC recipe learned far
+    # more slowly with it (docs/asr.md)
+    dither: float = 0.0
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
     # Regularisation
@@ -71,6 +76,8 @@ class ModelConfig:
             raise ValueError(f"layer_type {self.layer_type!r} is bidirectional; it cannot be causal")
         if not self.causal and self.layer_type == "mamba":
             raise ValueError("layer_type 'mamba' is causal: set causal: true")
+        if not self.dither >= 0:
+            raise ValueError(f"dither is a standard deviation: it must be >= 0, got {self.dither}")
         self.conv_layers = [tuple(int(v) for v in layer) for layer in self.conv_layers]
 
     @property

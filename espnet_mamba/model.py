@@ -72,8 +72,11 @@ class MambaHuBERT(nn.Module):
     def embed(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(batch, samples), (batch,) -> projected CNN features (batch, frames, D), frame lengths.
 
-        This is where HuBERT's masking applies, between ``embed`` and ``encode``.
+        This is where HuBERT's masking applies, between ``embed`` and ``encode``. In training,
+        ``dither`` adds its noise to the waveforms first.
         """
+        if self.training and self.cfg.dither > 0:
+            wavs = wavs + self.cfg.dither * torch.randn_like(wavs)
         feats, frame_lengths = self._cnn(wavs)(wavs, lengths)
         x = self.dropout_input(self.feature_proj(self.feature_norm(feats)))
         return x, frame_lengths

@@ -342,23 +342,41 @@ def cnn_norm_bias_gradient(model, wavs: torch.Tensor) -> float:
     return max(layer.layer_norm.bias.grad.norm().item() for layer in model.backbone.feature_extractor.conv_layers)
 
 
-@pytest.mark.parametrize("conv_bias", [False, True])
-def test_conv_bias_keeps_digital_silence_from_inflating_the_causal_cnn_gradients(tiny_model, conv_bias):
+@pytest.mark.parametrize("remedy", [{}, {"conv_bias": True}, {"dither": 3e-5}], ids=["none", "conv_bias", "dither"])
+def test_digital_silence_inflates_the_causal_cnn_gradients_unless_conv_bias_or_dither(tiny_model, remedy):
     """At initialisation, exact-zero samples stay zero through a LayerNorm CNN without conv
     biases, and each LayerNorm multiplies their gradient by up to 1/sqrt(eps): HuBERT's default,
-    a known issue (docs/asr.md). With ``conv_bias`` the gradient is that of faint noise."""
-    model = tiny_model("mamba_base", conv_bias=conv_bias)
+    a known issue (docs/asr.md). With ``conv_bias``, or ``dither`` in training, the gradient is
+    that of faint noise."""
+    model = tiny_model("mamba_base", dropout=0.0, dropout_input=0.0, **remedy).train()
     g = torch.Generator().manual_seed(0)
     silence = 0.1 * torch.randn(1, 8000, generator=g)
     silence[:, 2000:6000] = 0.0
     faint = silence.clone()
     faint[:, 2000:6000] = 1e-4 * torch.randn(1, 4000, generator=g)
     ratio = cnn_norm_bias_gradient(model, silence) / cnn_norm_bias_gradient(model, faint)
-    if conv_bias:
-        assert all(layer.conv.bias is not None for layer in model.backbone.feature_extractor.conv_layers)
+    if remedy:
         assert ratio < 10, ratio
     else:
         assert ratio > 1e3, ratio  # the input does show the issue
+
+
+def test_dither_adds_noise_to_the_waveform_in_training_only(tiny_model):
+    model = tiny_model("mamba_base", dither=1e-3)
+    seen = []
+    model.backbone.feature_extractor.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    wavs = 0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.extract_features(wavs)
+        model.train()
+        model.extract_features(wavs)
+        model.extract_features(wavs)
+    assert torch.equal(seen[0], wavs)
+    first, second = seen[1] - wavs, seen[2] - wavs
+    assert abs(first.std().item() - 1e-3) < 5e-5 and abs(first.mean().item()) < 5e-5
+    assert not torch.allclose(first, second)  # new noise each step
+    with pytest.raises(ValueError, match="dither"):
+        espnet_mamba.load_config("mamba_base", dither=-1.0)
 
 
 @pytest.mark.parametrize("preset", ["mamba_small", "innbimamba_small", "transformer_small"])
