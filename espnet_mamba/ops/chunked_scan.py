@@ -551,10 +551,11 @@ def _scan_forward(u, delta, A, D, delta_bias, B, C, z, initial_state, chunk, blo
 # The backward kernels' shape: one channel per thread, the sums over states in a thread (64
 # channels a warp, two per thread, ran about 1.5x slower: docs/benchmarks.md).
 _GRAD_BLOCK_E = 32
-# Programs of _grad_chunks per SM; each loops over tiles, with its own scratch. 8 are as many as
-# fit at its 255 registers a thread: 8 to 64 ran at the same speed, 12 17-19% slower (a partial
-# second wave), and fewer keep less scratch (docs/benchmarks.md, 2026-12-07). Under Triton's
-# interpreter (CPU) a few programs, so that the tests run the loop over tiles too.
+# Programs of _grad_chunks per SM; each loops over tiles, with its own scratch. 8 are as many
+# as fit at its 255 registers a thread: 8 to 64 ran at the same speed, 12 17-19% slower
+# (likely a partial second wave), and fewer keep less scratch (docs/benchmarks.md,
+# 2026-12-07). Under Triton's interpreter (CPU) a few programs, so that the tests run the loop
+# over tiles too.
 _GRAD_PROGRAMS_PER_SM = 8
 _GRAD_PROGRAMS_CPU = 3
 
