@@ -355,6 +355,8 @@ def test_digital_silence_inflates_the_causal_cnn_gradients_unless_conv_bias_or_d
     faint = silence.clone()
     faint[:, 2000:6000] = 1e-4 * torch.randn(1, 4000, generator=g)
     ratio = cnn_norm_bias_gradient(model, silence) / cnn_norm_bias_gradient(model, faint)
+    if remedy.get("conv_bias"):
+        assert all(layer.conv.bias is not None for layer in model.backbone.feature_extractor.conv_layers)
     if remedy:
         assert ratio < 10, ratio
     else:
