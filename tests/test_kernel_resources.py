@@ -20,20 +20,22 @@ def tool():
 def test_every_launch_of_a_training_step_is_compiled_for_sm90(tool):
     rows = tool.scan_kernels(batch=2, frames=300, channels=64, states=24)
     assert [(r["kernel"], r["flags"]) for r in rows] == [
-        ("_scan_chunks", "-"), ("_chain_chunks", "-"), ("_scan_chunks", "WRITE_OUTPUT"),  # forward: passes 1-3
-        ("_adjoint_chunks", "-"), ("_chain_chunks", "REVERSE"), ("_grad_chunks", "-"),  # backward: steps 4-6
+        ("_scan_chunks", "PAIRS"), ("_chain_chunks", "-"), ("_scan_chunks", "WRITE_OUTPUT,PAIRS"),  # passes 1-3
+        ("_adjoint_chunks", "PAIRS"), ("_chain_chunks", "REVERSE"), ("_grad_chunks", "-"),  # backward: steps 4-6
     ]  # fmt: skip
     for row in rows:
         assert 0 < row["registers"] <= 255 and row["instructions"] > 100, row
         assert row["MUFU"] > 0, row  # every kernel takes exponentials (exp2)
+        loops = [int(n) for n in row["loops"].split("/")]  # each kernel walks frames or chunks in a loop
+        assert 0 < min(loops) and max(loops) < row["instructions"], row
     assert {r["kernel"]: r["num_warps"] for r in rows}["_grad_chunks"] == 1
     # the launches ran nothing, and the kernels launch again as before
     assert all("run" not in k.__dict__ for k in (chunked_scan._scan_chunks, chunked_scan._grad_chunks))
 
 
 def test_alignment_of_the_launch_arguments_reaches_the_compiler(tool):
-    """B and C 16-byte aligned are compiled as such, one element off they are not: a frame's
-    states are then loaded one by one, and the instructions differ."""
+    """B and C 16-byte aligned are compiled as such and read as pairs of states; one element
+    off they are not: a frame's states are then loaded one by one, and the instructions differ."""
     channels, states = 64, 24
     rows = {}
     for offset in (0, 1):
@@ -44,5 +46,18 @@ def test_alignment_of_the_launch_arguments_reaches_the_compiler(tool):
         with tool.compiled_instead_of_launched([chunked_scan._scan_chunks, chunked_scan._chain_chunks], found):
             chunked_scan._scan_forward(u, u, A, D, bias, x_dbl[..., :states], x_dbl[..., states:], u, None, 64, 32, 1)
         rows[offset] = found[-1]
-    assert rows[0]["flags"] == rows[1]["flags"] == "WRITE_OUTPUT"
+    assert (rows[0]["flags"], rows[1]["flags"]) == ("WRITE_OUTPUT,PAIRS", "WRITE_OUTPUT")
     assert rows[0]["instructions"] != rows[1]["instructions"]
+
+
+def test_loop_sizes_count_from_a_backward_branch_target_to_the_branch(tool):
+    sass = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   FADD R2, R2, R3 ;
+        /*0020*/                   FMUL R2, R2, R2 ;
+        /*0030*/               @P0 BRA 0x10 ;
+        /*0040*/               @P1 BRA 0x0 ;
+        /*0050*/                   BRA 0x60 ;
+        /*0060*/                   EXIT ;
+    """
+    assert tool.loop_sizes(sass) == [3, 5]  # the inner loop and the outer one; a forward branch is no loop

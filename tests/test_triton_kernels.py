@@ -60,6 +60,22 @@ ref = selective_scan(*(t.transpose(1, 2) for t in (u_, delta_)), A_, B_.transpos
 expected = torch.autograd.grad(ref.transpose(1, 2), leaves, grad)
 errors["gradients, relative"] = [((a - e).abs().max() / e.abs().max()).item() for a, e in zip(ours, expected)]
 
+# bf16 B and C with an even number of states are read as int32 pairs of states; the same
+# values in float32 are read one by one. Both paths must give the same numbers. With 22 states
+# the high state tile (8) ends in a pair past the last state.
+N2 = 22
+x_pairs = torch.randn(batch, length, 4 + 2 * N2).bfloat16()
+A2 = -0.5 - torch.rand(E, N2)
+results = []
+for x_bc in (x_pairs, x_pairs.float()):
+    leaves = [t.clone().requires_grad_() for t in (u, delta, A2, x_bc, D, z, bias)]
+    u_, delta_, A_, x_bc_, D_, z_, bias_ = leaves
+    y, last = chunked_selective_scan(u_, delta_, A_, x_bc_[..., 4 : 4 + N2], x_bc_[..., 4 + N2 :], D_, z_, bias_,
+                                     chunk_size=8)  # fmt: skip
+    results.append([y, *torch.autograd.grad(y, leaves, grad)])
+errors["bf16 pairs of states against float32"] = [(a.float() - b.to(a.dtype).float()).abs().max().item()
+                                                  for a, b in zip(*results)]  # fmt: skip
+
 mixer = Mamba(8, d_state=4, expand=3, impl="torch")
 x = torch.randn(2, 37, 8)
 u, z = mixer.project_in_time_major(x)
@@ -132,9 +148,11 @@ def test_kernels_match_torch_in_triton_interpreter():
                            *(f"depthwise conv {name}{part}" for name in ("time-major, silu True, bias True",
                              "channel-major, silu True, bias True", "time-major, silu False, bias False")
                              for part in ("", " gradients")),
-                           "layer norm + gelu", "layer norm + gelu gradients"}  # fmt: skip
+                           "layer norm + gelu", "layer norm + gelu gradients",
+                           "bf16 pairs of states against float32"}  # fmt: skip
     for name, values in errors.items():
         assert max(values) < 1e-4, (name, values)
+    assert max(errors["bf16 pairs of states against float32"]) == 0
 
 
 def test_default_chunk_size_grows_as_sqrt_of_length_within_bounds():

@@ -1,6 +1,7 @@
 """What our Triton kernels cost a GPU thread, without a GPU: each launch of the chunked scan's
 forward and backward, compiled for sm_90 (H100/H200) as Triton would compile it there, with
-its registers, spills, shared memory and SASS instruction counts.
+its registers, spills, shared memory and SASS instruction counts, whole and per loop body (in
+the scan's passes, a loop body is one frame's work).
 
 The scan runs on CPU tensors of the given shape with every Triton launch intercepted: instead
 of running, each kernel is compiled with the launch's own arguments. Triton specialises them
@@ -64,8 +65,9 @@ def compile_offline(kernel, args: tuple, kwargs: dict, arch: int = 90):
 def resources(compiled) -> Dict[str, int]:
     """Registers, stack (spills), shared bytes (static and dynamic) and SASS counts of a
     compiled kernel, from cuobjdump: instructions, local stores/loads (spill traffic), barriers,
-    shuffles, and special-function (MUFU) instructions. Counts are of the code, not of its
-    execution: a loop's body counts once."""
+    shuffles, special-function (MUFU) instructions, and the instructions of each loop body
+    (:func:`loop_sizes`). Counts are of the code, not of its execution: a loop's body counts
+    once."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
         cubin.write(compiled.asm["cubin"])
         cubin.flush()
@@ -78,7 +80,20 @@ def resources(compiled) -> Dict[str, int]:
                                     ("shuffles", "SHFL"), ("MUFU", "MUFU"))}  # fmt: skip
     return {"registers": int(fields["REG"]), "stack": int(fields["STACK"]),
             "shared bytes": int(fields["SHARED"]) + compiled.metadata.shared, "instructions": len(opcodes),
-            **counted}  # fmt: skip
+            **counted, "loops": "/".join(str(n) for n in loop_sizes(sass)) or "-"}  # fmt: skip
+
+
+def loop_sizes(sass: str) -> List[int]:
+    """Instructions in each loop body of a SASS listing, smallest first: the instructions from a
+    backward branch's target to the branch. An inner loop counts again in the loops around it."""
+    lines = re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)
+    sizes = []
+    for address, text in lines:
+        target = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", text)
+        if target and int(target.group(1), 16) < int(address, 16):
+            start, end = int(target.group(1), 16), int(address, 16)
+            sizes.append(sum(start <= int(a, 16) <= end for a, _ in lines))
+    return sorted(sizes)
 
 
 def _cuobjdump(flag: str, path: str) -> str:

@@ -35,9 +35,10 @@ The tensors are time-major, (batch, L, E), the layout in which in_proj and dt_pr
 them, so that one frame's channels are one contiguous load.
 
 The recurrence is the one of :mod:`espnet_mamba.ops.selective_scan`, with
-dt = softplus(delta + delta_bias). Triton compiles the kernels on first use, for each number
-of states and chunk size (a few seconds). Under ``TRITON_INTERPRET=1`` they run on CPU tensors
-(the tests use this). Measurements: docs/benchmarks.md, "Triton kernels for inference" and
+dt = softplus(delta + delta_bias). On the GPU the softplus and the sigmoids take PTX's
+approximate lg2 and rcp. Triton compiles the kernels on first use, for each number of states
+and chunk size (a few seconds). Under ``TRITON_INTERPRET=1`` they run on CPU tensors (the
+tests use this). Measurements: docs/benchmarks.md, "Triton kernels for inference" and
 "The chunked scan in training".
 """
 
@@ -52,10 +53,36 @@ if triton_available():
     import triton
     import triton.language as tl
 
+    # Triton's tl.log is a polynomial of about 25 instructions and tl.sigmoid a full-precision
+    # division; per frame and channel they were a seventh of pass 1's instructions. PTX's
+    # approximate lg2 and rcp are one special-function instruction each. Triton's interpreter
+    # (the CPU tests) runs no PTX, so there the exact functions stand in.
+    _INTERPRETED = tl.constexpr(triton.knobs.runtime.interpret)
+
+    @triton.jit
+    def _log2_approx(x):
+        if _INTERPRETED:
+            return tl.log2(x)
+        else:
+            return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                             is_pure=True, pack=1)  # fmt: skip
+
+    @triton.jit
+    def _reciprocal_approx(x):
+        if _INTERPRETED:
+            return 1.0 / x
+        else:
+            return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                             is_pure=True, pack=1)  # fmt: skip
+
+    @triton.jit
+    def _sigmoid(x):
+        return _reciprocal_approx(1.0 + tl.exp2(x * -1.4426950408889634))
+
     @triton.jit
     def _softplus(x):
         """log(1 + e^x), and x itself above 20 (torch's threshold)."""
-        return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+        return tl.where(x <= 20.0, _log2_approx(1.0 + tl.exp2(x * 1.4426950408889634)) * 0.6931471805599453, x)
 
     @triton.jit
     def _advance(h, a2, b, dt, dt_u):
@@ -63,9 +90,32 @@ if triton_available():
         return tl.exp2(dt[None, :] * a2) * h + b[:, None] * dt_u[None, :]
 
     @triton.jit
-    def _load_states(at, n_low, n_high, high_ok, ok):
-        """A frame's B or C at pointer ``at``: its low and high states, zeros where not ok."""
-        return tl.load(at + n_low, mask=ok, other=0.0), tl.load(at + n_high, mask=high_ok & ok, other=0.0)
+    def _load_states(at, ok, STATES: tl.constexpr, LOW: tl.constexpr, HIGH: tl.constexpr, PAIRS: tl.constexpr):
+        """A frame's B or C at pointer ``at``: its states [0, LOW) and [LOW, STATES), zeros
+        where not ok. With PAIRS (bf16, an even number of states, ``at`` 4-byte aligned) they
+        are read as int32 words of two states each and returned as float32, one shift or one
+        mask a state: converting bf16 loads took about 1.5 instructions a state, and more where
+        the compiler moved them through uniform registers."""
+        if PAIRS:
+            words = at.to(tl.pointer_type(tl.int32))
+            low_words, high_words = tl.arange(0, LOW // 2), LOW // 2 + tl.arange(0, HIGH // 2)
+            low = _bf16_pairs(tl.load(words + low_words, mask=ok, other=0), LOW)
+            if LOW + HIGH > STATES:  # the high tile ends in padding
+                high = tl.load(words + high_words, mask=(2 * high_words < STATES) & ok, other=0)
+            else:  # a mask that is uniform along the tile keeps the loads vectorised
+                high = tl.load(words + high_words, mask=ok, other=0)
+            return low, _bf16_pairs(high, HIGH)
+        else:
+            n_low, n_high = tl.arange(0, LOW), LOW + tl.arange(0, HIGH)
+            high = tl.load(at + n_high, mask=(n_high < STATES) & ok, other=0.0)
+            return tl.load(at + n_low, mask=ok, other=0.0), high
+
+    @triton.jit
+    def _bf16_pairs(words, SIZE: tl.constexpr):
+        """int32 words of two bf16 each: the SIZE float32 values they hold, in memory order."""
+        low = (words << 16).to(tl.float32, bitcast=True)
+        high = (words & -65536).to(tl.float32, bitcast=True)
+        return tl.reshape(tl.join(low, high), (SIZE,))
 
     @triton.jit
     def _block_tiles(pid_e, channels, STATES: tl.constexpr, LOW: tl.constexpr, HIGH: tl.constexpr,
@@ -98,7 +148,7 @@ if triton_available():
         stride_u_b, stride_u_t, stride_delta_b, stride_delta_t, stride_b_b, stride_b_t,
         stride_c_b, stride_c_t, stride_z_b, stride_z_t,
         STATES: tl.constexpr, LOW: tl.constexpr, HIGH: tl.constexpr, CHUNK: tl.constexpr,
-        BLOCK_E: tl.constexpr, WRITE_OUTPUT: tl.constexpr,
+        BLOCK_E: tl.constexpr, WRITE_OUTPUT: tl.constexpr, PAIRS: tl.constexpr,
     ):  # fmt: skip
         """One (channel block, chunk, batch) per program. The state lives in registers as two
         tiles, states [0, LOW) and [LOW, STATES) by BLOCK_E channels (LOW, HIGH powers of two:
@@ -106,7 +156,7 @@ if triton_available():
         states stays in a thread. Without WRITE_OUTPUT: from zero, store the end state and the
         dt sum. With it: from ``start_ptr``'s state, store y."""
         pid_e, chunk, batch = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        e, e_ok, n_low, n_high, high_ok, low_at, high_at, low_ok2, high_ok2 = _block_tiles(
+        e, e_ok, _, _, _, low_at, high_at, low_ok2, high_ok2 = _block_tiles(
             pid_e, channels, STATES, LOW, HIGH, BLOCK_E)
         a2_low, a2_high = _load_a2(a_ptr, low_at, high_at, low_ok2, high_ok2)
         bias = tl.load(bias_ptr + e, mask=e_ok, other=0.0)
@@ -132,9 +182,9 @@ if triton_available():
         ok = t < length
         u_next = tl.load(u_at, mask=e_ok & ok, other=0.0)
         delta_next = tl.load(delta_at, mask=e_ok & ok, other=0.0)
-        b_low_next, b_high_next = _load_states(b_at, n_low, n_high, high_ok, ok)
+        b_low_next, b_high_next = _load_states(b_at, ok, STATES, LOW, HIGH, PAIRS)
         if WRITE_OUTPUT:
-            c_low_next, c_high_next = _load_states(c_at, n_low, n_high, high_ok, ok)
+            c_low_next, c_high_next = _load_states(c_at, ok, STATES, LOW, HIGH, PAIRS)
             z_next = tl.load(z_at, mask=e_ok & ok, other=0.0)
         for i in range(CHUNK):
             ok, ok_next = t < length, t + 1 < length
@@ -145,19 +195,19 @@ if triton_available():
             b_at += stride_b_t
             u_next = tl.load(u_at, mask=e_ok & ok_next, other=0.0)
             delta_next = tl.load(delta_at, mask=e_ok & ok_next, other=0.0)
-            b_low_next, b_high_next = _load_states(b_at, n_low, n_high, high_ok, ok_next)
+            b_low_next, b_high_next = _load_states(b_at, ok_next, STATES, LOW, HIGH, PAIRS)
             if WRITE_OUTPUT:
                 c_low, c_high, z = c_low_next.to(tl.float32), c_high_next.to(tl.float32), z_next.to(tl.float32)
                 c_at += stride_c_t
                 z_at += stride_z_t
-                c_low_next, c_high_next = _load_states(c_at, n_low, n_high, high_ok, ok_next)
+                c_low_next, c_high_next = _load_states(c_at, ok_next, STATES, LOW, HIGH, PAIRS)
                 z_next = tl.load(z_at, mask=e_ok & ok_next, other=0.0)
             dt = tl.where(ok, _softplus(delta + bias), 0.0)  # 0 past the end: h stays
             h_low = _advance(h_low, a2_low, b_low, dt, dt * u)
             h_high = _advance(h_high, a2_high, b_high, dt, dt * u)
             if WRITE_OUTPUT:
                 y = tl.sum(h_low * c_low[:, None], axis=0) + tl.sum(h_high * c_high[:, None], axis=0)
-                y = (y + d * u) * z * tl.sigmoid(z)
+                y = (y + d * u) * z * _sigmoid(z)
                 tl.store(out_at, y.to(out_ptr.dtype.element_ty), mask=e_ok & ok)
                 out_at += channels
             else:
@@ -223,13 +273,13 @@ if triton_available():
     def _adjoint_chunks(
         delta_ptr, c_ptr, z_ptr, dout_ptr, a_ptr, bias_ptr, carry_ptr, length, channels,
         STATES: tl.constexpr, LOW: tl.constexpr, HIGH: tl.constexpr, CHUNK: tl.constexpr,
-        BLOCK_E: tl.constexpr,
+        BLOCK_E: tl.constexpr, PAIRS: tl.constexpr,
     ):  # fmt: skip
         """Per (channel block, chunk, batch), from a zero adjoint after the chunk's last frame
         and backwards through it: the adjoint leaving its first frame t0, exp(dt_t0 A) g_t0,
         (batch, K, N, E). Inputs contiguous, (batch, L, E) and (batch, L, N)."""
         pid_e, chunk, batch = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        e, e_ok, n_low, n_high, high_ok, low_at, high_at, low_ok2, high_ok2 = _block_tiles(
+        e, e_ok, _, _, _, low_at, high_at, low_ok2, high_ok2 = _block_tiles(
             pid_e, channels, STATES, LOW, HIGH, BLOCK_E)
         a2_low, a2_high = _load_a2(a_ptr, low_at, high_at, low_ok2, high_ok2)
         bias = tl.load(bias_ptr + e, mask=e_ok, other=0.0)
@@ -242,8 +292,8 @@ if triton_available():
             at = row * channels + e
             delta = tl.load(delta_ptr + at, mask=e_ok & ok, other=0.0).to(tl.float32)
             z = tl.load(z_ptr + at, mask=e_ok & ok, other=0.0).to(tl.float32)
-            dy = tl.load(dout_ptr + at, mask=e_ok & ok, other=0.0).to(tl.float32) * z * tl.sigmoid(z)
-            c_low, c_high = _load_states(c_ptr + row * STATES, n_low, n_high, high_ok, ok)
+            dy = tl.load(dout_ptr + at, mask=e_ok & ok, other=0.0).to(tl.float32) * z * _sigmoid(z)
+            c_low, c_high = _load_states(c_ptr + row * STATES, ok, STATES, LOW, HIGH, PAIRS)
             dt = tl.where(ok, _softplus(delta + bias), 0.0)
             g_low = tl.exp2(dt[None, :] * a2_low) * (c_low.to(tl.float32)[:, None] * dy[None, :] + g_low)
             g_high = tl.exp2(dt[None, :] * a2_high) * (c_high.to(tl.float32)[:, None] * dy[None, :] + g_high)
@@ -254,8 +304,8 @@ if triton_available():
         tl.store(state_at + high_at, g_high, mask=high_ok2)
 
     @triton.jit
-    def _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row, e, n_low, n_high, high_ok, e_ok, ok, channels,
-               STATES: tl.constexpr):  # fmt: skip
+    def _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row, e, e_ok, ok, channels,
+               STATES: tl.constexpr, LOW: tl.constexpr, HIGH: tl.constexpr):  # fmt: skip
         """Frame ``row`` (batch * L + t) of the contiguous inputs, as stored: u, delta, z, dout
         (channels) and B, C (low and high states), zeros where not ok."""
         at, m = row * channels + e, e_ok & ok
@@ -263,8 +313,8 @@ if triton_available():
         delta = tl.load(delta_ptr + at, mask=m, other=0.0)
         z = tl.load(z_ptr + at, mask=m, other=0.0)
         dout = tl.load(dout_ptr + at, mask=m, other=0.0)
-        b_low, b_high = _load_states(b_ptr + row * STATES, n_low, n_high, high_ok, ok)
-        c_low, c_high = _load_states(c_ptr + row * STATES, n_low, n_high, high_ok, ok)
+        b_low, b_high = _load_states(b_ptr + row * STATES, ok, STATES, LOW, HIGH, False)
+        c_low, c_high = _load_states(c_ptr + row * STATES, ok, STATES, LOW, HIGH, False)
         return u, delta, z, dout, b_low, b_high, c_low, c_high
 
     @triton.jit
@@ -276,7 +326,7 @@ if triton_available():
         x = delta.to(tl.float32) + bias
         dt = tl.where(ok, _softplus(x), 0.0)
         decay_low, decay_high = tl.exp2(dt[None, :] * a2_low), tl.exp2(dt[None, :] * a2_high)
-        return (u, x, dt, dt * u, dout * z * tl.sigmoid(z), b_low.to(tl.float32), b_high.to(tl.float32),
+        return (u, x, dt, dt * u, dout * z * _sigmoid(z), b_low.to(tl.float32), b_high.to(tl.float32),
                 c_low.to(tl.float32), c_high.to(tl.float32), decay_low, decay_high)  # fmt: skip
 
     @triton.jit
@@ -292,7 +342,7 @@ if triton_available():
         g_b = tl.sum(g_low * b_low[:, None], axis=0) + tl.sum(g_high * b_high[:, None], axis=0)
         g_am = tl.sum(g_low * a2_low * m_low, axis=0) + tl.sum(g_high * a2_high * m_high, axis=0)
         ddt = g_am * 0.6931471805599453 + g_b * u  # a2 ln 2 = A
-        ddelta = tl.where(x <= 20.0, ddt * tl.sigmoid(x), ddt)  # through the softplus
+        ddelta = tl.where(x <= 20.0, ddt * _sigmoid(x), ddt)  # through the softplus
         tl.store(du_ptr + at, (dt * g_b + d * dy).to(du_ptr.dtype.element_ty), mask=e_ok & ok)
         tl.store(ddelta_ptr + at, ddelta.to(ddelta_ptr.dtype.element_ty), mask=e_ok & ok)
         tl.store(share + n_low, tl.sum(g_low * dt_u[None, :], axis=1), mask=ok)
@@ -343,13 +393,13 @@ if triton_available():
 
             t = chunk * CHUNK
             row = batch * length + t
-            ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row, e, n_low, n_high, high_ok, e_ok,
-                           t < length, channels, STATES)  # fmt: skip
+            ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row, e, e_ok, t < length, channels, STATES,
+                           LOW, HIGH)  # fmt: skip
             for i in range(CHUNK):
                 ok = t < length
                 u, delta, z, dout, b_low, b_high, c_low, c_high = ahead
-                ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row + 1, e, n_low, n_high,
-                               high_ok, e_ok, (t + 1 < length) & (i + 1 < CHUNK), channels, STATES)  # fmt: skip
+                ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row + 1, e, e_ok,
+                                (t + 1 < length) & (i + 1 < CHUNK), channels, STATES, LOW, HIGH)  # fmt: skip
                 u, delta, z, dout = u.to(tl.float32), delta.to(tl.float32), z.to(tl.float32), dout.to(tl.float32)
                 dt = tl.where(ok, _softplus(delta + bias), 0.0)
                 h_low = _advance(h_low, a2_low, b_low.to(tl.float32), dt, dt * u)
@@ -359,7 +409,7 @@ if triton_available():
                     tl.store(scratch_high + (i // 2) * pair_stride, h_high, mask=high_ok[:, None])
                 y = tl.sum(h_low * c_low.to(tl.float32)[:, None], axis=0)
                 y += tl.sum(h_high * c_high.to(tl.float32)[:, None], axis=0) + d * u
-                gate = tl.sigmoid(z)
+                gate = _sigmoid(z)
                 dz = dout * y * gate * (1.0 + z * (1.0 - gate))
                 tl.store(dz_ptr + row * channels + e, dz.to(dz_ptr.dtype.element_ty), mask=e_ok & ok)
                 dy = dout * z * gate
@@ -377,8 +427,8 @@ if triton_available():
             dbias = tl.zeros((BLOCK_E,), dtype=tl.float32)
             t -= 1
             row -= 1
-            ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row, e, n_low, n_high, high_ok, e_ok,
-                           t < length, channels, STATES)  # fmt: skip
+            ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row, e, e_ok, t < length, channels, STATES,
+                           LOW, HIGH)  # fmt: skip
             h_low_ahead = tl.load(scratch_low + (CHUNK // 2 - 1) * pair_stride)
             h_high_ahead = tl.load(scratch_high + (CHUNK // 2 - 1) * pair_stride, mask=high_ok[:, None], other=0.0)
             for j in range(CHUNK // 2):
@@ -390,8 +440,8 @@ if triton_available():
                 # the pair's second frame: m = exp(dt A) h_{t-1}
                 ok = t < length
                 frame = ahead
-                ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row - 1, e, n_low, n_high,
-                               high_ok, e_ok, t - 1 < length, channels, STATES)  # fmt: skip
+                ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row - 1, e, e_ok,
+                                t - 1 < length, channels, STATES, LOW, HIGH)  # fmt: skip
                 terms = _frame_terms(frame, bias, a2_low, a2_high, ok)
                 decay_low, decay_high = terms[9], terms[10]
                 g_low, g_high, da_low, da_high, dd, dbias = _frame_grads(
@@ -404,8 +454,8 @@ if triton_available():
                 # the pair's first frame: m = h_t - B_t dt_t u_t
                 ok = t < length
                 frame = ahead
-                ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row - 1, e, n_low, n_high,
-                               high_ok, e_ok, (t - 1 < length) & more, channels, STATES)  # fmt: skip
+                ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row - 1, e, e_ok,
+                                (t - 1 < length) & more, channels, STATES, LOW, HIGH)  # fmt: skip
                 terms = _frame_terms(frame, bias, a2_low, a2_high, ok)
                 dt_u, b_low, b_high = terms[3], terms[5], terms[6]
                 g_low, g_high, da_low, da_high, dd, dbias = _frame_grads(
@@ -505,6 +555,14 @@ def _fp32(A, D, delta_bias) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return A.t().contiguous(), D.contiguous(), delta_bias.contiguous()
 
 
+def _state_pairs(*tensors: torch.Tensor) -> bool:
+    """Whether the kernels may read these B and C as int32 pairs of bf16 states: bf16, an even
+    number of states (at least 4, so that both state tiles hold whole pairs), and every frame's
+    states 4-byte aligned."""
+    return all(t.dtype == torch.bfloat16 and t.shape[-1] % 2 == 0 and t.shape[-1] >= 4 and t.data_ptr() % 4 == 0
+               and all(stride % 2 == 0 for stride in t.stride()[:-1]) for t in tensors)  # fmt: skip
+
+
 def _split_states(states: int) -> Tuple[int, int]:
     """The state tile as two powers of two: the largest below N, and what is left (24 -> 16, 8)."""
     low = triton.next_power_of_2(states) // 2
@@ -534,7 +592,8 @@ def _scan_forward(u, delta, A, D, delta_bias, B, C, z, initial_state, chunk, blo
     grid = (triton.cdiv(channels, block_e), num_chunks, batch)
     strides = (u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), B.stride(0), B.stride(1),
                C.stride(0), C.stride(1), z.stride(0), z.stride(1))  # fmt: skip
-    common = dict(STATES=states, LOW=low, HIGH=high, CHUNK=chunk, BLOCK_E=block_e, num_warps=num_warps)
+    common = dict(STATES=states, LOW=low, HIGH=high, CHUNK=chunk, BLOCK_E=block_e, PAIRS=_state_pairs(B, C),
+                  num_warps=num_warps)
     args = (u, delta, B, C, z, A, D, delta_bias, start, end, dt_sum, out, length, channels)
     _scan_chunks[grid](*args, *strides, WRITE_OUTPUT=False, **common)
     has_initial = initial_state is not None
@@ -571,7 +630,8 @@ def _scan_backward(dout, u, delta, A, D, delta_bias, B, C, z, start, dt_sum, chu
     common = dict(STATES=states, LOW=low, HIGH=high, CHUNK=chunk, BLOCK_E=_GRAD_BLOCK_E, num_warps=1)
     f32 = dict(device=u.device, dtype=torch.float32)
     leaving = torch.empty_like(start)
-    _adjoint_chunks[e_blocks, num_chunks, batch](delta, C, z, dout, A, delta_bias, leaving, length, channels, **common)
+    _adjoint_chunks[e_blocks, num_chunks, batch](delta, C, z, dout, A, delta_bias, leaving, length, channels,
+                                                  PAIRS=_state_pairs(C), **common)  # fmt: skip
     into, before_first = torch.empty_like(start), torch.empty(batch, states, channels, **f32)
     _chain_chunks[e_blocks, batch](
         A, leaving, dt_sum, into, before_first, before_first, num_chunks, channels, states,
