@@ -120,16 +120,15 @@ if triton_available():
     @triton.jit
     def _block_tiles(pid_e, channels, STATES: tl.constexpr, LOW: tl.constexpr, HIGH: tl.constexpr,
                      BLOCK_E: tl.constexpr):  # fmt: skip
-        """Channel block ``pid_e``: its channels e (BLOCK_E), their mask, the state indices of
-        the low and high tiles, and the offsets and masks of those (N, E) tiles in (N, E)
-        memory (A transposed, the states)."""
+        """Channel block ``pid_e``: its channels e (BLOCK_E), their mask, and the offsets and
+        masks of its low and high state tiles in (N, E) memory (A transposed, the states)."""
         e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
         n_low, n_high = tl.arange(0, LOW), LOW + tl.arange(0, HIGH)
-        e_ok, high_ok = e < channels, n_high < STATES
+        e_ok = e < channels
         low_at = n_low[:, None] * channels + e[None, :]
         high_at = n_high[:, None] * channels + e[None, :]
-        low_ok2, high_ok2 = (n_low < LOW)[:, None] & e_ok[None, :], high_ok[:, None] & e_ok[None, :]
-        return e, e_ok, n_low, n_high, high_ok, low_at, high_at, low_ok2, high_ok2
+        low_ok2, high_ok2 = (n_low < LOW)[:, None] & e_ok[None, :], (n_high < STATES)[:, None] & e_ok[None, :]
+        return e, e_ok, low_at, high_at, low_ok2, high_ok2
 
     @triton.jit
     def _load_a2(a_ptr, low_at, high_at, low_ok2, high_ok2):
@@ -156,7 +155,7 @@ if triton_available():
         states stays in a thread. Without WRITE_OUTPUT: from zero, store the end state and the
         dt sum. With it: from ``start_ptr``'s state, store y."""
         pid_e, chunk, batch = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        e, e_ok, _, _, _, low_at, high_at, low_ok2, high_ok2 = _block_tiles(
+        e, e_ok, low_at, high_at, low_ok2, high_ok2 = _block_tiles(
             pid_e, channels, STATES, LOW, HIGH, BLOCK_E)
         a2_low, a2_high = _load_a2(a_ptr, low_at, high_at, low_ok2, high_ok2)
         bias = tl.load(bias_ptr + e, mask=e_ok, other=0.0)
@@ -279,7 +278,7 @@ if triton_available():
         and backwards through it: the adjoint leaving its first frame t0, exp(dt_t0 A) g_t0,
         (batch, K, N, E). Inputs contiguous, (batch, L, E) and (batch, L, N)."""
         pid_e, chunk, batch = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        e, e_ok, _, _, _, low_at, high_at, low_ok2, high_ok2 = _block_tiles(
+        e, e_ok, low_at, high_at, low_ok2, high_ok2 = _block_tiles(
             pid_e, channels, STATES, LOW, HIGH, BLOCK_E)
         a2_low, a2_high = _load_a2(a_ptr, low_at, high_at, low_ok2, high_ok2)
         bias = tl.load(bias_ptr + e, mask=e_ok, other=0.0)
@@ -382,7 +381,7 @@ if triton_available():
         tile = pid
         while tile < num_tiles:
             pid_e, chunk, batch = tile % e_blocks, (tile // e_blocks) % num_chunks, tile // (e_blocks * num_chunks)
-            e, e_ok, _, _, _, low_at, high_at, low_ok2, high_ok2 = _block_tiles(
+            e, e_ok, low_at, high_at, low_ok2, high_ok2 = _block_tiles(
                 pid_e, channels, STATES, LOW, HIGH, BLOCK_E)
             a2_low, a2_high = _load_a2(a_ptr, low_at, high_at, low_ok2, high_ok2)
             bias = tl.load(bias_ptr + e, mask=e_ok, other=0.0)
