@@ -312,6 +312,7 @@ if triton_available():
         delta = tl.load(delta_ptr + at, mask=m, other=0.0)
         z = tl.load(z_ptr + at, mask=m, other=0.0)
         dout = tl.load(dout_ptr + at, mask=m, other=0.0)
+        # not as pairs: in _grad_chunks they made the code longer (docs/benchmarks.md, 2026-12-07)
         b_low, b_high = _load_states(b_ptr + row * STATES, ok, STATES, LOW, HIGH, False)
         c_low, c_high = _load_states(c_ptr + row * STATES, ok, STATES, LOW, HIGH, False)
         return u, delta, z, dout, b_low, b_high, c_low, c_high
@@ -398,7 +399,7 @@ if triton_available():
                 ok = t < length
                 u, delta, z, dout, b_low, b_high, c_low, c_high = ahead
                 ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row + 1, e, e_ok,
-                                (t + 1 < length) & (i + 1 < CHUNK), channels, STATES, LOW, HIGH)  # fmt: skip
+                               (t + 1 < length) & (i + 1 < CHUNK), channels, STATES, LOW, HIGH)  # fmt: skip
                 u, delta, z, dout = u.to(tl.float32), delta.to(tl.float32), z.to(tl.float32), dout.to(tl.float32)
                 dt = tl.where(ok, _softplus(delta + bias), 0.0)
                 h_low = _advance(h_low, a2_low, b_low.to(tl.float32), dt, dt * u)
@@ -440,7 +441,7 @@ if triton_available():
                 ok = t < length
                 frame = ahead
                 ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row - 1, e, e_ok,
-                                t - 1 < length, channels, STATES, LOW, HIGH)  # fmt: skip
+                               t - 1 < length, channels, STATES, LOW, HIGH)  # fmt: skip
                 terms = _frame_terms(frame, bias, a2_low, a2_high, ok)
                 decay_low, decay_high = terms[9], terms[10]
                 g_low, g_high, da_low, da_high, dd, dbias = _frame_grads(
@@ -454,7 +455,7 @@ if triton_available():
                 ok = t < length
                 frame = ahead
                 ahead = _frame(u_ptr, delta_ptr, z_ptr, dout_ptr, b_ptr, c_ptr, row - 1, e, e_ok,
-                                (t - 1 < length) & more, channels, STATES, LOW, HIGH)  # fmt: skip
+                               (t - 1 < length) & more, channels, STATES, LOW, HIGH)  # fmt: skip
                 terms = _frame_terms(frame, bias, a2_low, a2_high, ok)
                 dt_u, b_low, b_high = terms[3], terms[5], terms[6]
                 g_low, g_high, da_low, da_high, dd, dbias = _frame_grads(
