@@ -72,7 +72,7 @@ for x_bc in (x_pairs, x_pairs.float()):
     u_, delta_, A_, x_bc_, D_, z_, bias_ = leaves
     y, last = chunked_selective_scan(u_, delta_, A_, x_bc_[..., 4 : 4 + N2], x_bc_[..., 4 + N2 :], D_, z_, bias_,
                                      chunk_size=8)  # fmt: skip
-    results.append([y, *torch.autograd.grad(y, leaves, grad)])
+    results.append([y, last, *torch.autograd.grad(y, leaves, grad)])  # the last state too
 errors["bf16 pairs of states against float32"] = [(a.float() - b.to(a.dtype).float()).abs().max().item()
                                                   for a, b in zip(*results)]  # fmt: skip
 
