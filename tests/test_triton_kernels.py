@@ -46,6 +46,12 @@ for name, chunk, h0 in (("zero start, 6 chunks", 8, None), ("initial state, 3 ch
         return_last_state=True, impl="torch",
     )
     errors[name] = [(y - ref.transpose(1, 2)).abs().max().item(), (last - ref_last).abs().max().item()]
+    # Each channel's arithmetic is its own: 2 blocks of 16 channels (the last partial) give the
+    # numbers of the default block, 64 channels of which these 24 fill part
+    y_blocks, last_blocks = chunked_selective_scan(u, delta, A, B, C, D, z, bias, initial_state=h0,
+                                                   chunk_size=chunk, block_e=16)  # fmt: skip
+    errors[f"{name}, blocks of 16 channels against the default"] = [(y_blocks - y).abs().max().item(),
+                                                                    (last_blocks - last).abs().max().item()]
 
 # The backward pass: 6 chunks (the last one partial) x 2 sequences, 12 tiles for the 3 programs
 # it runs under the interpreter, so each loops over tiles; B and C strided views of one tensor
@@ -149,10 +155,13 @@ def test_kernels_match_torch_in_triton_interpreter():
                              "channel-major, silu True, bias True", "time-major, silu False, bias False")
                              for part in ("", " gradients")),
                            "layer norm + gelu", "layer norm + gelu gradients",
-                           "bf16 pairs of states against float32"}  # fmt: skip
+                           "bf16 pairs of states against float32",
+                           "zero start, 6 chunks, blocks of 16 channels against the default",
+                           "initial state, 3 chunks, blocks of 16 channels against the default"}  # fmt: skip
     for name, values in errors.items():
         assert max(values) < 1e-4, (name, values)
-    assert max(errors["bf16 pairs of states against float32"]) == 0
+    exact = [name for name in errors if "against" in name]
+    assert all(max(errors[name]) == 0 for name in exact), {name: errors[name] for name in exact}
 
 
 def test_default_chunk_size_grows_as_sqrt_of_length_within_bounds():
@@ -173,6 +182,8 @@ def test_chunked_scan_refuses_initial_state_with_autograd_odd_chunks_and_bad_lay
         chunked_selective_scan(u, *args, initial_state=torch.zeros(1, 4, 2))
     with pytest.raises(ValueError, match="chunk_size must be even"):
         chunked_selective_scan(u, *args, chunk_size=5)
+    with pytest.raises(ValueError, match="block_e must be a power of two"):
+        chunked_selective_scan(u, *args, block_e=48)
     huge, huge_states = (torch.zeros(1, 1, n).expand(2**16, 2**15, n) for n in (4, 2))  # 2^33 elements, no memory
     with torch.no_grad(), pytest.raises(ValueError, match="32-bit offsets"):
         chunked_selective_scan(huge, huge, -torch.rand(4, 2), huge_states, huge_states, torch.ones(4), huge,

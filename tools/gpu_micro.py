@@ -11,6 +11,15 @@ chunked_scan
            our Triton chunked scan (time-major) against mamba-ssm's scan at E 2304, N 24,
            bf16, batch 1, 512-32768 frames, over chunk sizes, channel blocks and warps:
            time, and the largest difference from mamba-ssm's output.
+chunked_scan_profile
+           for a profiler: our chunked scan's forward at 1 x 32768 frames (E 2304, N 24, bf16;
+           B and C slices of one tensor, as in the mixer) five times, then its forward and
+           backward at 8 x 750 five times. E.g. the two passes and the chain of the fifth
+           forward, and the backward's two sweeps of the last training call:
+           ncu --clock-control none --set full -k regex:'_scan_chunks|_chain_chunks'
+               --launch-skip 12 --launch-count 3 python tools/gpu_micro.py chunked_scan_profile
+           ncu --clock-control none --set full -k regex:'_adjoint_chunks|_grad_chunks'
+               --launch-skip 8 --launch-count 2 python tools/gpu_micro.py chunked_scan_profile
 chunked_scan_train
            the same with autograd, at 8 x 750 and 1 x 16000 frames (mamba_base's training
            shapes at 8 x 15 s and 320 s): forward and forward + backward of mamba-ssm's scan
@@ -109,7 +118,7 @@ def chunked_scan() -> None:
         ref = mamba_ssm().transpose(1, 2).float()
         print(f"| {frames} | mamba-ssm | | | | {cuda_ms(mamba_ssm, repeat=5):.3f} | |")
         results = []
-        shapes = ((32, 1), (64, 2), (128, 4))  # (block_e, warps)
+        shapes = ((32, 1), (64, 1), (64, 2), (128, 4))  # (block_e, warps)
         for chunk, (block_e, warps) in itertools.product((32, 64, 128, 256, 512), shapes):
             def ours():
                 return chunked_selective_scan(u, delta, A, B, C, D, z, delta_bias, chunk_size=chunk,
@@ -123,6 +132,25 @@ def chunked_scan() -> None:
     _, chunk, block_e, warps, _ = min(results)
     print(kernel_table(lambda: chunked_selective_scan(u, delta, A, B, C, D, z, delta_bias, chunk_size=chunk,
                                                       block_e=block_e, num_warps=warps), top=5))
+
+
+def chunked_scan_profile() -> None:
+    from espnet_mamba.ops import chunked_selective_scan
+
+    channels, states = 2304, 24
+    A = -torch.exp(torch.rand(channels, states, device="cuda") * 3)
+    D, delta_bias = torch.ones(channels, device="cuda"), torch.rand(channels, device="cuda") - 4
+    for batch, frames, train in ((1, 32768, False), (8, 750, True)):
+        u, delta, z = (torch.randn(batch, frames, channels, device="cuda", dtype=torch.bfloat16, requires_grad=train)
+                       for _ in range(3))  # fmt: skip
+        x_dbl = torch.randn(batch, frames, 48 + 2 * states, device="cuda", dtype=torch.bfloat16,
+                            requires_grad=train)  # dt's rank, then B and C, as in the mixer  # fmt: skip
+        B, C = x_dbl[..., 48:].split([states, states], -1)
+        for _ in range(5):
+            y, _ = chunked_selective_scan(u, delta, A, B, C, D, z, delta_bias)
+            if train:
+                y.backward(torch.ones_like(y))
+        print(f"{batch} x {frames}: mean |y| {y.float().abs().mean().item():.4f}")
 
 
 def chunked_scan_train() -> None:
@@ -316,8 +344,8 @@ def cnn_norm() -> None:
 
 if __name__ == "__main__":
     checks = {"sdpa": sdpa, "scan_rows": scan_rows, "chunked_scan": chunked_scan,
-              "chunked_scan_train": chunked_scan_train, "pos_conv": pos_conv,
-              "dw_conv": dw_conv, "cnn_conv": cnn_conv, "cnn_norm": cnn_norm}
+              "chunked_scan_profile": chunked_scan_profile, "chunked_scan_train": chunked_scan_train,
+              "pos_conv": pos_conv, "dw_conv": dw_conv, "cnn_conv": cnn_conv, "cnn_norm": cnn_norm}
     for name in sys.argv[1:] or checks:
         if name not in checks:
             raise SystemExit(f"unknown check {name!r}; choose from {sorted(checks)}")

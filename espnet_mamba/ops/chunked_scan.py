@@ -151,7 +151,8 @@ if triton_available():
     ):  # fmt: skip
         """One (channel block, chunk, batch) per program. The state lives in registers as two
         tiles, states [0, LOW) and [LOW, STATES) by BLOCK_E channels (LOW, HIGH powers of two:
-        24 states run as 16 + 8, not padded to 32), one channel per thread, so the sum over
+        24 states run as 16 + 8, not padded to 32), all of a channel's states in one thread
+        (two channels a thread at the default BLOCK_E of 64 on one warp), so the sum over
         states stays in a thread. Without WRITE_OUTPUT: from zero, store the end state and the
         dt sum. With it: from ``start_ptr``'s state, store y."""
         pid_e, chunk, batch = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -497,7 +498,7 @@ def chunked_selective_scan(
     delta_bias: torch.Tensor,
     initial_state: Optional[torch.Tensor] = None,
     chunk_size: Optional[int] = None,
-    block_e: int = 32,
+    block_e: int = 64,
     num_warps: int = 1,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The selective scan, time-major, differentiable in every input but the initial state.
@@ -510,7 +511,9 @@ def chunked_selective_scan(
             with autograd.
         chunk_size: frames per chunk (default :func:`default_chunk_size`, or
             :func:`train_chunk_size` with autograd, where it must be even).
-        block_e, num_warps: channels per program of the forward passes, and its warps.
+        block_e, num_warps: channels per program of the forward passes, and its warps. With
+            64 on one warp each thread walks two channels, which hides more latency than 32
+            (H100, mamba_base: 43.3 ms at 640 s against 46.0; docs/benchmarks.md).
 
     Returns:
         y (batch, L, E) in u's dtype, contiguous, and the last state (batch, E, N), float32
@@ -522,6 +525,8 @@ def chunked_selective_scan(
     states = A.shape[1]
     if states < 2:
         raise ValueError(f"the chunked scan needs at least 2 states, got A of shape {tuple(A.shape)}")
+    if block_e < 1 or block_e & (block_e - 1):
+        raise ValueError(f"block_e must be a power of two (a Triton tile), got {block_e}")
     for name, t, width in (("u", u, channels), ("delta", delta, channels), ("z", z, channels),
                            ("B", B, states), ("C", C, states)):  # fmt: skip
         if t.shape != (batch, length, width) or t.stride(2) != 1:
