@@ -141,10 +141,9 @@ def chunked_scan_profile() -> None:
     A = -torch.exp(torch.rand(channels, states, device="cuda") * 3)
     D, delta_bias = torch.ones(channels, device="cuda"), torch.rand(channels, device="cuda") - 4
     for batch, frames, train in ((1, 32768, False), (8, 750, True)):
-        u, delta, z = (torch.randn(batch, frames, channels, device="cuda", dtype=torch.bfloat16, requires_grad=train)
-                       for _ in range(3))  # fmt: skip
-        x_dbl = torch.randn(batch, frames, 48 + 2 * states, device="cuda", dtype=torch.bfloat16,
-                            requires_grad=train)  # dt's rank, then B and C, as in the mixer  # fmt: skip
+        like = dict(device="cuda", dtype=torch.bfloat16, requires_grad=train)
+        u, delta, z = (torch.randn(batch, frames, channels, **like) for _ in range(3))
+        x_dbl = torch.randn(batch, frames, 48 + 2 * states, **like)  # dt's rank, then B and C, as in the mixer
         B, C = x_dbl[..., 48:].split([states, states], -1)
         for _ in range(5):
             y, _ = chunked_selective_scan(u, delta, A, B, C, D, z, delta_bias)
