@@ -174,7 +174,7 @@ def test_default_chunk_size_grows_as_sqrt_of_length_within_bounds():
     assert train_chunk_size(16000) == 128
 
 
-def test_chunked_scan_refuses_initial_state_with_autograd_odd_chunks_and_bad_layouts():
+def test_chunked_scan_refuses_initial_state_with_autograd_odd_chunks_bad_block_widths_and_layouts():
     u = torch.randn(1, 10, 4, requires_grad=True)
     args = (torch.randn(1, 10, 4), -torch.rand(4, 2), torch.randn(1, 10, 2), torch.randn(1, 10, 2),
             torch.ones(4), torch.randn(1, 10, 4), torch.zeros(4))  # fmt: skip
