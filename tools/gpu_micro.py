@@ -97,13 +97,19 @@ def scan_rows() -> None:
         print(f"| {rows} x {frames // rows} | {ms:.3f} |")
 
 
+def _scan_parameters(channels: int, states: int):
+    """A (E, N), negative, with decays spread over three decades; D (E,); delta_bias (E,) such that
+    softplus(delta + delta_bias) is a small step, as in a trained Mamba."""
+    A = -torch.exp(torch.rand(channels, states, device="cuda") * 3)
+    return A, torch.ones(channels, device="cuda"), torch.rand(channels, device="cuda") - 4
+
+
 def chunked_scan() -> None:
     from espnet_mamba.ops import chunked_selective_scan, mamba_kernels
 
     scan = mamba_kernels()["selective_scan_fn"]
     channels, states = 2304, 24
-    A = -torch.exp(torch.rand(channels, states, device="cuda") * 3)
-    D, delta_bias = torch.ones(channels, device="cuda"), torch.rand(channels, device="cuda") - 4
+    A, D, delta_bias = _scan_parameters(channels, states)
     print("| frames | kernel | chunk | block_e | warps | ms | max abs diff / max abs |\n|---|---|---|---|---|---|---|")
     for frames in (512, 2048, 4096, 8192, 32768):
         u, delta, z = (torch.randn(1, frames, channels, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -138,12 +144,11 @@ def chunked_scan_profile() -> None:
     from espnet_mamba.ops import chunked_selective_scan
 
     channels, states = 2304, 24
-    A = -torch.exp(torch.rand(channels, states, device="cuda") * 3)
-    D, delta_bias = torch.ones(channels, device="cuda"), torch.rand(channels, device="cuda") - 4
+    A, D, delta_bias = _scan_parameters(channels, states)
     for batch, frames, train in ((1, 32768, False), (8, 750, True)):
-        like = dict(device="cuda", dtype=torch.bfloat16, requires_grad=train)
-        u, delta, z = (torch.randn(batch, frames, channels, **like) for _ in range(3))
-        x_dbl = torch.randn(batch, frames, 48 + 2 * states, **like)  # dt's rank, then B and C, as in the mixer
+        options = dict(device="cuda", dtype=torch.bfloat16, requires_grad=train)
+        u, delta, z = (torch.randn(batch, frames, channels, **options) for _ in range(3))
+        x_dbl = torch.randn(batch, frames, 48 + 2 * states, **options)  # dt's rank, then B and C, as in the mixer
         B, C = x_dbl[..., 48:].split([states, states], -1)
         for _ in range(5):
             y, _ = chunked_selective_scan(u, delta, A, B, C, D, z, delta_bias)
@@ -158,8 +163,7 @@ def chunked_scan_train() -> None:
 
     scan = mamba_kernels()["selective_scan_fn"]
     channels, states = 2304, 24
-    A = -torch.exp(torch.rand(channels, states, device="cuda") * 3)
-    D, delta_bias = torch.ones(channels, device="cuda"), torch.rand(channels, device="cuda") - 4
+    A, D, delta_bias = _scan_parameters(channels, states)
     print("| batch x frames | kernel | chunk | fwd ms (no autograd) | fwd + bwd ms | worst grad diff / max abs |\n"
           "|---|---|---|---|---|---|")
     for batch, frames in ((8, 750), (1, 16000)):
