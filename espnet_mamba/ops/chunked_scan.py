@@ -269,6 +269,18 @@ if triton_available():
             k += 1
         tl.store(last_ptr + batch * states * channels + ne, h, mask=ne_ok)
 
+    @triton.jit
+    def _adjoint_frame(delta_ptr, z_ptr, dout_ptr, c_ptr, row, e, e_ok, ok, channels,
+                       STATES: tl.constexpr, LOW: tl.constexpr, HIGH: tl.constexpr, PAIRS: tl.constexpr):  # fmt: skip
+        """What the adjoint sweep reads of frame ``row`` (batch * L + t), as stored: delta, z,
+        dout (channels) and C (low and high states), zeros where not ok."""
+        at, m = row * channels + e, e_ok & ok
+        delta = tl.load(delta_ptr + at, mask=m, other=0.0)
+        z = tl.load(z_ptr + at, mask=m, other=0.0)
+        dout = tl.load(dout_ptr + at, mask=m, other=0.0)
+        c_low, c_high = _load_states(c_ptr + row * STATES, ok, STATES, LOW, HIGH, PAIRS)
+        return delta, z, dout, c_low, c_high
+
     @triton.jit(do_not_specialize=["channels"])
     def _adjoint_chunks(
         delta_ptr, c_ptr, z_ptr, dout_ptr, a_ptr, bias_ptr, carry_ptr, length, channels,
@@ -287,14 +299,19 @@ if triton_available():
         g_high = tl.zeros((HIGH, BLOCK_E), dtype=tl.float32)
         t = chunk * CHUNK + CHUNK - 1
         row = batch * length + t
+        # each frame's inputs are loaded one frame ahead of their use, which hides their latency
+        # (H100: 0.22 -> 0.15 ms at 8 x 750 frames; docs/benchmarks.md, 2026-12-07)
+        delta_next, z_next, dout_next, c_low_next, c_high_next = _adjoint_frame(
+            delta_ptr, z_ptr, dout_ptr, c_ptr, row, e, e_ok, t < length, channels, STATES, LOW, HIGH, PAIRS)
         for i in range(CHUNK):
+            delta, z, dout, c_low, c_high = delta_next, z_next, dout_next, c_low_next, c_high_next
+            ok_next = (t - 1 < length) & (i + 1 < CHUNK)
+            delta_next, z_next, dout_next, c_low_next, c_high_next = _adjoint_frame(
+                delta_ptr, z_ptr, dout_ptr, c_ptr, row - 1, e, e_ok, ok_next, channels, STATES, LOW, HIGH, PAIRS)
             ok = t < length
-            at = row * channels + e
-            delta = tl.load(delta_ptr + at, mask=e_ok & ok, other=0.0).to(tl.float32)
-            z = tl.load(z_ptr + at, mask=e_ok & ok, other=0.0).to(tl.float32)
-            dy = tl.load(dout_ptr + at, mask=e_ok & ok, other=0.0).to(tl.float32) * z * _sigmoid(z)
-            c_low, c_high = _load_states(c_ptr + row * STATES, ok, STATES, LOW, HIGH, PAIRS)
-            dt = tl.where(ok, _softplus(delta + bias), 0.0)
+            z = z.to(tl.float32)
+            dy = dout.to(tl.float32) * z * _sigmoid(z)
+            dt = tl.where(ok, _softplus(delta.to(tl.float32) + bias), 0.0)
             g_low = tl.exp2(dt[None, :] * a2_low) * (c_low.to(tl.float32)[:, None] * dy[None, :] + g_low)
             g_high = tl.exp2(dt[None, :] * a2_high) * (c_high.to(tl.float32)[:, None] * dy[None, :] + g_high)
             t -= 1
