@@ -391,6 +391,33 @@ def test_cnn_on_cudnn_nhwc_matches_cpu_product_with_gradients(mode):
         torch.testing.assert_close(gpu, cpu, **TOL[torch.float32])
 
 
+@pytest.mark.parametrize("autocast, limit", [(False, 5e-3), (True, 2e-2)])
+def test_first_cnn_layer_in_inference_as_one_kernel_matches_the_eager_layer(autocast, limit):
+    """In inference the causal CNN's first layer (conv, LayerNorm, GELU) runs as one Triton
+    kernel, its conv a TF32 product: against the eager layer (float32 product, or bfloat16 under
+    autocast, then the LayerNorm + GELU kernel). 2 x 24000 samples: 4799 frames, not a multiple
+    of the row block."""
+    from espnet_mamba.nn.feature_extractor import ConvLayer
+
+    torch.manual_seed(0)
+    layer = ConvLayer(1, 512, 10, 5, "layer_norm", bias=True).to(DEVICE)
+    with torch.no_grad():
+        layer.layer_norm.weight.add_(0.3 * torch.randn(512, device=DEVICE))
+        layer.layer_norm.bias.add_(0.3 * torch.randn(512, device=DEVICE))
+    x = torch.randn(2, 24000, 1, device=DEVICE)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        with torch.no_grad():
+            assert layer._runs_waveform_kernel(x)
+            ours = layer(x)
+        eager_input = x.clone().requires_grad_()  # a waveform that needs a gradient keeps the eager path
+        assert not layer._runs_waveform_kernel(eager_input)
+        eager = layer(eager_input).detach()
+    assert ours.dtype == eager.dtype == (torch.bfloat16 if autocast else torch.float32)
+    assert ours.shape == (2, 4799, 512)
+    error = ((ours.float() - eager.float()).abs().max() / eager.float().abs().max()).item()
+    assert error < limit, error
+
+
 @pytest.mark.parametrize("channels", [512, 300])
 def test_layer_norm_gelu_kernel_matches_torch_under_autocast(channels):
     """The CNN's LayerNorm + GELU kernel on bfloat16 conv outputs, as autocast runs the

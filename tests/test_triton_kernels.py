@@ -15,7 +15,10 @@ import sys
 import pytest
 import torch
 
-from espnet_mamba.ops import backend, chunked_selective_scan, depthwise_conv1d_silu, grouped_conv1d, layer_norm_gelu
+from espnet_mamba.ops import (
+    backend, chunked_selective_scan, depthwise_conv1d_silu, grouped_conv1d, layer_norm_gelu,
+    waveform_conv_layer_norm_gelu,
+)  # fmt: skip
 from espnet_mamba.ops.backend import triton_available
 from espnet_mamba.ops.chunked_scan import default_chunk_size, train_chunk_size
 
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 from espnet_mamba.nn.mamba import Mamba
 from espnet_mamba.ops import (
     chunked_selective_scan, depthwise_conv1d_silu, grouped_conv1d, layer_norm_gelu, selective_scan,
+    waveform_conv_layer_norm_gelu,
 )
 
 torch.manual_seed(0)
@@ -135,6 +139,19 @@ reference = F.gelu(F.layer_norm(x, (20,), w, b, eps=1e-5))
 ours, expected = torch.autograd.grad(y, (x, w, b), grad), torch.autograd.grad(reference, (x, w, b), grad)
 errors["layer norm + gelu"] = [(y - reference).abs().max().item()]
 errors["layer norm + gelu gradients"] = [(a - e).abs().max().item() for a, e in zip(ours, expected)]
+
+# The first layer's conv + LayerNorm + GELU, inference: 2 x 34 frames (68 rows, 5 row blocks of
+# 16, the last partial) of a strided waveform, kernel 10 and stride 5, 20 channels; with and
+# without a conv bias
+audio = torch.randn(2, 200, 1)  # (batch, samples, 1), as the CNN's first layer gets it
+wav = audio[:, 3:180, 0]
+with torch.no_grad():
+    for with_bias in (True, False):
+        conv_w, conv_b = 0.3 * torch.randn(20, 1, 10), torch.randn(20) if with_bias else None
+        y = waveform_conv_layer_norm_gelu(wav, conv_w, conv_b, 5, w, b, 1e-5)
+        reference = F.gelu(F.layer_norm(F.conv1d(wav[:, None], conv_w, conv_b, stride=5).transpose(1, 2), (20,), w, b))
+        errors[f"waveform conv + layer norm + gelu, conv bias {with_bias}"] = [
+            (y - reference).abs().max().item(), float(y.shape != reference.shape)]
 print(json.dumps(errors))
 """
 
@@ -155,6 +172,7 @@ def test_kernels_match_torch_in_triton_interpreter():
                              "channel-major, silu True, bias True", "time-major, silu False, bias False")
                              for part in ("", " gradients")),
                            "layer norm + gelu", "layer norm + gelu gradients",
+                           *(f"waveform conv + layer norm + gelu, conv bias {bias}" for bias in (True, False)),
                            "bf16 pairs of states against float32",
                            "zero start, 6 chunks, blocks of 16 channels against the default",
                            "initial state, 3 chunks, blocks of 16 channels against the default"}  # fmt: skip
@@ -250,6 +268,26 @@ def test_layer_norm_gelu_refuses_bad_shapes_and_32_bit_overflow():
     huge = torch.zeros(1, 1, 8).expand(2**14, 2**14, 8)  # 2^31 elements, no memory
     with pytest.raises(ValueError, match="32-bit offsets"):
         layer_norm_gelu(huge, torch.ones(8), torch.zeros(8))
+
+
+def test_waveform_conv_layer_norm_gelu_refuses_what_it_cannot_run():
+    weights = dict(conv_weight=torch.ones(8, 1, 10), conv_bias=None, stride=5, weight=torch.ones(8),
+                   bias=torch.zeros(8))
+    with pytest.raises(ValueError, match="conv_weight must be \\(C, 1, K\\)"):
+        waveform_conv_layer_norm_gelu(torch.zeros(2, 100), **{**weights, "conv_weight": torch.ones(8, 2, 10)})
+    with pytest.raises(ValueError, match="weight must be \\(8,\\)"):
+        waveform_conv_layer_norm_gelu(torch.zeros(2, 100), **{**weights, "weight": torch.ones(6)})
+    with pytest.raises(ValueError, match="unit stride along samples"):
+        waveform_conv_layer_norm_gelu(torch.zeros(2, 100, 2)[..., 0], **weights)
+    with pytest.raises(ValueError, match="computes no gradients"):
+        waveform_conv_layer_norm_gelu(torch.zeros(2, 100, requires_grad=True), **weights)
+    with pytest.raises(ValueError, match="computes no gradients"):
+        waveform_conv_layer_norm_gelu(torch.zeros(2, 100), **{**weights, "weight": torch.ones(8, requires_grad=True)})
+    with pytest.raises(ValueError, match="9 samples are fewer than the conv's kernel of 10"):
+        waveform_conv_layer_norm_gelu(torch.zeros(2, 9), **weights)
+    huge = torch.zeros(1, 2**18).expand(2**16, 2**18)  # 2^16 x 52427 frames x 8 channels > 2^31, 1 MiB
+    with pytest.raises(ValueError, match="32-bit offsets"):
+        waveform_conv_layer_norm_gelu(huge, **weights)
 
 
 def test_needs_autograd_follows_grad_mode_input_and_parameters():

@@ -39,8 +39,13 @@ cnn_norm   the causal CNN's LayerNorm + GELU on a bf16 conv output of 512 channe
            8 x 47999 frames (layer 1 at 8 x 15 s) and 1 x 1023999 (at 320 s): PyTorch's ops
            under autocast against our Triton kernel, forward and forward + backward, and the
            largest differences of output and input gradient.
+cnn_first  the causal CNN's first layer (1 -> 512 channels, kernel 10, stride 5) with its
+           LayerNorm + GELU in inference, bf16 autocast, at 1 x 640 s and 8 x 15 s: ConvLayer's
+           eager path (unfolded product, then the LayerNorm + GELU kernel) against the one
+           kernel that convolves the waveform itself, and their largest differences from float64.
 
-    python tools/gpu_micro.py sdpa scan_rows chunked_scan chunked_scan_train pos_conv dw_conv cnn_conv cnn_norm
+    python tools/gpu_micro.py sdpa scan_rows chunked_scan chunked_scan_train pos_conv dw_conv cnn_conv cnn_norm \
+        cnn_first
 """
 
 import functools
@@ -345,10 +350,41 @@ def cnn_norm() -> None:
                   f"| {diff[0]:.1e}, {diff[1]:.1e} |")
 
 
+def cnn_first() -> None:
+    from espnet_mamba.nn.feature_extractor import ConvLayer
+
+    torch.manual_seed(0)
+    layer = ConvLayer(1, 512, 10, 5, "layer_norm", bias=False).cuda()
+    with torch.no_grad():
+        layer.layer_norm.weight.add_(0.3 * torch.randn(512, device="cuda"))
+        layer.layer_norm.bias.add_(0.3 * torch.randn(512, device="cuda"))
+    print("| batch x samples | first layer | forward ms | largest difference of y from float64, relative |\n"
+          "|---|---|---|---|")
+    for batch, samples in ((1, 640 * 16000), (8, 15 * 16000)):
+        wav = torch.randn(batch, samples, 1, device="cuda")
+        with torch.no_grad():
+            weight = layer.conv.weight.double()
+            norm = [p.double() for p in (layer.layer_norm.weight, layer.layer_norm.bias)]
+            reference = F.gelu(F.layer_norm(F.conv1d(wav.double().transpose(1, 2), weight, stride=5).transpose(1, 2),
+                                            (512,), *norm))  # fmt: skip
+        for name, grad_mode in (("eager: product, then LayerNorm + GELU kernel", True), ("one kernel", False)):
+            x = wav.clone().requires_grad_(grad_mode)  # under autograd the eager layer runs
+
+            def forward():
+                with torch.set_grad_enabled(grad_mode), torch.autocast("cuda", dtype=torch.bfloat16):
+                    return layer(x).detach()
+
+            with torch.set_grad_enabled(grad_mode):
+                assert layer._runs_waveform_kernel(x) is not grad_mode
+            diff = ((forward().double() - reference).abs().max() / reference.abs().max()).item()
+            print(f"| {batch} x {samples} | {name} | {cuda_ms(forward, repeat=10):.3f} | {diff:.1e} |")
+
+
 if __name__ == "__main__":
     checks = {"sdpa": sdpa, "scan_rows": scan_rows, "chunked_scan": chunked_scan,
               "chunked_scan_profile": chunked_scan_profile, "chunked_scan_train": chunked_scan_train,
-              "pos_conv": pos_conv, "dw_conv": dw_conv, "cnn_conv": cnn_conv, "cnn_norm": cnn_norm}
+              "pos_conv": pos_conv, "dw_conv": dw_conv, "cnn_conv": cnn_conv, "cnn_norm": cnn_norm,
+              "cnn_first": cnn_first}
     for name in sys.argv[1:] or checks:
         if name not in checks:
             raise SystemExit(f"unknown check {name!r}; choose from {sorted(checks)}")

@@ -49,8 +49,10 @@ def compile_offline(kernel, args: tuple, kwargs: dict, arch: int = 90):
             signature[name] = "*" + TYPES[value.dtype]
             if value.data_ptr() % 16 == 0:
                 attrs[(index,)] = [["tt.divisibility", 16]]
+        elif isinstance(value, float):
+            signature[name] = "fp32"
         elif isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{kernel.fn.__name__}: argument {name}={value!r} is neither a tensor nor an int")
+            raise TypeError(f"{kernel.fn.__name__}: argument {name}={value!r} is not a tensor, an int or a float")
         elif value == 1 and name not in kernel.do_not_specialize:
             signature[name], constexprs[(index,)] = "constexpr", 1
         else:

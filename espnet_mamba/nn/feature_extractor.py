@@ -18,8 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from espnet_mamba.ops import layer_norm_gelu
-from espnet_mamba.ops.backend import use_triton
+from espnet_mamba.ops import layer_norm_gelu, waveform_conv_layer_norm_gelu
+from espnet_mamba.ops.backend import needs_autograd, use_triton
 
 HUBERT_CONV_LAYERS = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 MIN_SAMPLES = 400  # receptive field of one output frame
@@ -59,8 +59,10 @@ class ConvLayer(nn.Module):
     streaming chunks. docs/benchmarks.md, "The waveform CNN on cuDNN's NHWC conv".) Run eagerly,
     the output keeps the product's dtype, so under autocast the activations, the largest
     tensors of long inputs, are stored in bfloat16. On CUDA, LayerNorm and GELU run eagerly as
-    one Triton kernel (:mod:`espnet_mamba.ops.layer_norm_gelu`); under torch.compile Inductor
-    fuses them instead. The parameters are those of ``nn.Conv1d`` (fairseq/torchaudio names).
+    one Triton kernel (:mod:`espnet_mamba.ops.layer_norm_gelu`), and in the first layer in
+    inference the conv runs inside that kernel too, so its output is never stored; under
+    torch.compile Inductor fuses them instead. The parameters are those of ``nn.Conv1d``
+    (fairseq/torchaudio names).
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, norm: Optional[str], bias: bool):
@@ -76,6 +78,11 @@ class ConvLayer(nn.Module):
             self.layer_norm = None
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self._runs_waveform_kernel(x):
+            norm = self.layer_norm
+            dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+            return waveform_conv_layer_norm_gelu(x[..., 0], self.conv.weight, self.conv.bias, self.stride,
+                                                 norm.weight, norm.bias, norm.eps, dtype)  # fmt: skip
         x = self._convolve(x)
         if self.norm_type == "layer_norm" and not torch.compiler.is_compiling() and use_triton("auto", x, "cnn_norm"):
             norm = self.layer_norm
@@ -90,6 +97,15 @@ class ConvLayer(nn.Module):
         # casting here split that fusion (CNN 12 -> 20 ms at 640 s, H200, measured when every
         # layer was an unfolded product).
         return x if torch.compiler.is_compiling() else x.to(dtype)
+
+    def _runs_waveform_kernel(self, x: torch.Tensor) -> bool:
+        """Whether the first layer of the causal CNN runs as one Triton kernel, conv included
+        (:func:`~espnet_mamba.ops.layer_norm_gelu.waveform_conv_layer_norm_gelu`): CUDA,
+        inference (no gradient of the waveform or the layer's parameters), at least one frame,
+        and not under torch.compile."""
+        return (self.norm_type == "layer_norm" and self.conv.in_channels == 1 and x.shape[1] >= self.kernel
+                and not needs_autograd(x, *self.parameters()) and not torch.compiler.is_compiling()
+                and use_triton("auto", x, "cnn_first_layer"))  # fmt: skip
 
     def _convolve(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, L, C_in) -> (batch, L', C_out), channels-last in and out."""

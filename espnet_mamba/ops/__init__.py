@@ -2,7 +2,8 @@
 above this layer knows which one ran), and four Triton kernels of ours, each with a backward
 pass: the chunked scan, where ``use_chunked_scan`` says so, the positional conv, Mamba's
 depthwise conv where causal-conv1d is not installed (``depthwise_conv``), and the causal CNN's
-LayerNorm + GELU (``layer_norm_gelu``)."""
+LayerNorm + GELU (``layer_norm_gelu``); and for inference alone, without a backward, the
+causal CNN's first layer, its conv of the waveform included (``waveform_conv_layer_norm_gelu``)."""
 
 from espnet_mamba.ops.backend import (
     IMPLS, mamba_kernels, needs_autograd, triton_available, use_chunked_scan, use_kernel,
@@ -11,11 +12,11 @@ from espnet_mamba.ops.causal_conv1d import causal_conv1d
 from espnet_mamba.ops.chunked_scan import chunked_selective_scan
 from espnet_mamba.ops.depthwise_conv import depthwise_conv1d_silu
 from espnet_mamba.ops.grouped_conv import grouped_conv1d
-from espnet_mamba.ops.layer_norm_gelu import layer_norm_gelu
+from espnet_mamba.ops.layer_norm_gelu import layer_norm_gelu, waveform_conv_layer_norm_gelu
 from espnet_mamba.ops.selective_scan import selective_scan
 
 __all__ = [
     "IMPLS", "causal_conv1d", "chunked_selective_scan", "depthwise_conv1d_silu", "grouped_conv1d",
     "layer_norm_gelu", "mamba_kernels", "needs_autograd", "selective_scan", "triton_available", "use_chunked_scan",
-    "use_kernel",
+    "use_kernel", "waveform_conv_layer_norm_gelu",
 ]  # fmt: skip

@@ -19,9 +19,15 @@ backward 1.25 against 4.33.
   x_hat the normalised row, dx = rstd * (w g - mean(w g) - x_hat * mean(w g x_hat)); the
   program's sums of g x_hat and of g over its rows (the gradients of w and b) go to a row of
   partial sums, which torch adds up.
+* ``_conv_layer_norm_gelu``: the forward for the CNN's first layer in inference, whose input
+  is the waveform (one channel, kernel 10, stride 5). Each row is convolved from its window of
+  samples inside the program, so the conv's output, the CNN's largest tensor, is neither
+  written nor read back.
 
 Under ``TRITON_INTERPRET=1`` the kernels run on CPU tensors (the tests use this).
 """
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +48,16 @@ if triton_available():
         return tl.where(ok, (x - mean[:, None]) * rstd[:, None], 0.0), rstd, ok
 
     @triton.jit
+    def _gelu_of_norm(x, ok, w, b, eps, C: tl.constexpr):
+        """Rows x (BLOCK_R, BLOCK_C), float32, zeros off ``ok``: gelu(w x_hat + b) with x_hat the
+        rows normalised, each row's mean and rstd = 1 / sqrt(var + eps)."""
+        mean = tl.sum(x, axis=1) / C
+        centred = tl.where(ok, x - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / C + eps)
+        pre = centred * rstd[:, None] * w[None, :] + b[None, :]
+        return 0.5 * pre * (1.0 + tl.math.erf(pre * 0.7071067811865476)), mean, rstd
+
+    @triton.jit
     def _layer_norm_gelu(
         x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, rows, eps,
         C: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, KEEP_STATS: tl.constexpr,
@@ -51,13 +67,9 @@ if triton_available():
         c = tl.arange(0, BLOCK_C)
         ok = (r < rows)[:, None] & (c < C)[None, :]
         x = tl.load(x_ptr + r[:, None] * C + c[None, :], mask=ok, other=0.0).to(tl.float32)
-        mean = tl.sum(x, axis=1) / C
-        centred = tl.where(ok, x - mean[:, None], 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(centred * centred, axis=1) / C + eps)
         w = tl.load(w_ptr + c, mask=c < C, other=0.0).to(tl.float32)
         b = tl.load(b_ptr + c, mask=c < C, other=0.0).to(tl.float32)
-        pre = centred * rstd[:, None] * w[None, :] + b[None, :]
-        y = 0.5 * pre * (1.0 + tl.math.erf(pre * 0.7071067811865476))
+        y, mean, rstd = _gelu_of_norm(x, ok, w, b, eps, C)
         tl.store(y_ptr + r[:, None] * C + c[None, :], y.to(y_ptr.dtype.element_ty), mask=ok)
         if KEEP_STATS:
             tl.store(mean_ptr + r, mean, mask=r < rows)
@@ -95,6 +107,40 @@ if triton_available():
             block += programs
         tl.store(partial_ptr + pid * 2 * C + c, tl.sum(dw, axis=0), mask=c < C)
         tl.store(partial_ptr + (pid * 2 + 1) * C + c, tl.sum(db, axis=0), mask=c < C)
+
+    @triton.jit
+    def _waveform_conv(
+        wav_ptr, conv_w_ptr, conv_b_ptr, r, rows, frames, wav_stride, c,
+        STRIDE: tl.constexpr, KERNEL: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+    ):  # fmt: skip
+        """Rows r (batch * frames + frame) of the first conv's output, float32 (BLOCK_R, BLOCK_C):
+        the product of their windows of samples (BLOCK_R, BLOCK_K), zeros past the kernel, and
+        the conv's weight (BLOCK_K, BLOCK_C), zero-padded, float32, in TF32 on the tensor cores;
+        plus the bias (BLOCK_C,)."""
+        k = tl.arange(0, BLOCK_K)
+        start = (r // frames) * wav_stride + (r % frames) * STRIDE
+        ok = (r < rows)[:, None] & (k < KERNEL)[None, :]
+        windows = tl.load(wav_ptr + start[:, None] + k[None, :], mask=ok, other=0.0).to(tl.float32)
+        weight = tl.load(conv_w_ptr + k[:, None] * BLOCK_C + c[None, :])
+        return tl.dot(windows, weight, input_precision="tf32") + tl.load(conv_b_ptr + c)[None, :]
+
+    @triton.jit
+    def _conv_layer_norm_gelu(
+        wav_ptr, conv_w_ptr, conv_b_ptr, w_ptr, b_ptr, y_ptr, rows, frames, wav_stride, eps,
+        C: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, STRIDE: tl.constexpr, KERNEL: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):  # fmt: skip
+        """Program (row block): the first layer's y = gelu(w x_hat + b) for BLOCK_R rows, with x
+        the conv of the waveform, never stored."""
+        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        c = tl.arange(0, BLOCK_C)
+        ok = (r < rows)[:, None] & (c < C)[None, :]
+        x = _waveform_conv(wav_ptr, conv_w_ptr, conv_b_ptr, r, rows, frames, wav_stride, c, STRIDE, KERNEL,
+                           BLOCK_K, BLOCK_C)  # fmt: skip
+        w = tl.load(w_ptr + c, mask=c < C, other=0.0)
+        b = tl.load(b_ptr + c, mask=c < C, other=0.0)
+        y, _, _ = _gelu_of_norm(x, ok, w, b, eps, C)
+        tl.store(y_ptr + r[:, None] * C + c[None, :], y.to(y_ptr.dtype.element_ty), mask=ok)
 
 
 # Rows per program and its warps (8 and 4 the fastest of 4-32 rows and 4 or 8 warps on an H200,
@@ -163,3 +209,76 @@ def layer_norm_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e
     keep_stats = needs_autograd(x, weight, bias)  # for the backward: each row's mean and rstd
     rows = x.reshape(-1, channels).contiguous()
     return _LayerNormGelu.apply(rows, weight.contiguous(), bias.contiguous(), eps, keep_stats).view(x.shape)
+
+
+# Rows per program of the first layer's kernel and its warps: the fastest of 16, 32 and 64 rows,
+# 4 and 8 warps, and an IEEE or TF32 product on an H100 (docs/benchmarks.md, 2026-12-07).
+_CONV_BLOCK_R = 16
+_CONV_NUM_WARPS = 4
+
+
+def waveform_conv_layer_norm_gelu(
+    wav: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: Optional[torch.Tensor],
+    stride: int,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float = 1e-5,
+    dtype: Optional[torch.dtype] = None,
+) -> torch.Tensor:
+    """The causal CNN's first layer in one pass, for inference: gelu(layer_norm(conv1d(wav))),
+    channels-last.
+
+    The conv's output, the largest tensor of the CNN (at 640 s, 2M frames x 512 channels), is
+    never stored: each program convolves its frames' windows of samples (TF32 products), then
+    normalises them. There is no backward: with one, the kernel was slower than the eager layer
+    (docs/benchmarks.md, 2026-12-07), so under autograd the eager layer runs.
+
+    Args:
+        wav: (batch, samples), unit stride along samples.
+        conv_weight: (C, 1, K). conv_bias: (C,) or None. stride: the conv's stride.
+        weight, bias: (C,), the LayerNorm's.
+        dtype: of the output (default wav's): under autocast, the autocast dtype, as the
+            product of :class:`~espnet_mamba.nn.feature_extractor.ConvLayer` gives it.
+
+    Returns:
+        (batch, frames, C), frames = (samples - K) // stride + 1; norm and GELU (its erf form)
+        in float32.
+    """
+    if not triton_available():
+        raise RuntimeError("the waveform conv + LayerNorm + GELU kernel needs Triton, which is not installed here")
+    if conv_weight.dim() != 3 or conv_weight.shape[1] != 1:
+        raise ValueError(f"conv_weight must be (C, 1, K), got {tuple(conv_weight.shape)}")
+    channels, _, kernel = conv_weight.shape
+    for name, t in (("conv_bias", conv_bias), ("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != (channels,):
+            raise ValueError(f"{name} must be ({channels},) for conv_weight {tuple(conv_weight.shape)}, "
+                             f"got {tuple(t.shape)}")  # fmt: skip
+    if wav.dim() != 2 or wav.stride(1) != 1:
+        raise ValueError(f"wav must be (batch, samples) with unit stride along samples, got {tuple(wav.shape)} "
+                         f"strides {wav.stride()}")  # fmt: skip
+    if needs_autograd(wav, conv_weight, weight, bias, *([] if conv_bias is None else [conv_bias])):
+        raise ValueError("the waveform conv kernel computes no gradients; under autograd run the eager layer, "
+                         "or call it under torch.no_grad()")  # fmt: skip
+    batch, samples = wav.shape
+    frames = (samples - kernel) // stride + 1
+    if frames < 1:
+        raise ValueError(f"{samples} samples are fewer than the conv's kernel of {kernel}")
+    if batch * frames * channels >= 2**31 or batch * wav.stride(0) >= 2**31:
+        raise ValueError(f"the waveform conv kernel indexes with 32-bit offsets: wav of shape {tuple(wav.shape)} "
+                         "gives too many frames; split the batch")  # fmt: skip
+    block_c, block_k = max(16, triton.next_power_of_2(channels)), max(16, triton.next_power_of_2(kernel))
+    f32 = dict(device=wav.device, dtype=torch.float32)
+    conv_w = torch.zeros(block_k, block_c, **f32)  # (taps, channels), zero-padded
+    conv_w[:kernel, :channels] = conv_weight[:, 0].t()
+    conv_b = torch.zeros(block_c, **f32)
+    if conv_bias is not None:
+        conv_b[:channels] = conv_bias
+    y = torch.empty(batch, frames, channels, device=wav.device, dtype=dtype or wav.dtype)
+    _conv_layer_norm_gelu[(triton.cdiv(batch * frames, _CONV_BLOCK_R),)](
+        wav, conv_w, conv_b, weight.float().contiguous(), bias.float().contiguous(), y, batch * frames, frames,
+        wav.stride(0), eps, C=channels, BLOCK_C=block_c, BLOCK_R=_CONV_BLOCK_R, STRIDE=stride, KERNEL=kernel,
+        BLOCK_K=block_k, num_warps=_CONV_NUM_WARPS,
+    )  # fmt: skip
+    return y
