@@ -101,10 +101,10 @@ class ConvLayer(nn.Module):
     def _runs_waveform_kernel(self, x: torch.Tensor) -> bool:
         """Whether the first layer of the causal CNN runs as one Triton kernel, conv included
         (:func:`~espnet_mamba.ops.layer_norm_gelu.waveform_conv_layer_norm_gelu`): CUDA,
-        inference (no gradient of the waveform or the layer's parameters), at least one frame,
-        and not under torch.compile."""
+        inference (no gradient of the waveform or the layer's parameters), samples at unit
+        stride, at least one frame, and not under torch.compile."""
         return (self.norm_type == "layer_norm" and self.conv.in_channels == 1 and x.shape[1] >= self.kernel
-                and not needs_autograd(x, *self.parameters()) and not torch.compiler.is_compiling()
+                and x.stride(1) == 1 and not needs_autograd(x, *self.parameters()) and not torch.compiler.is_compiling()
                 and use_triton("auto", x, "cnn_first_layer"))  # fmt: skip
 
     def _convolve(self, x: torch.Tensor) -> torch.Tensor:
