@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from espnet_mamba.ops import layer_norm_gelu, waveform_conv_layer_norm_gelu
-from espnet_mamba.ops.backend import needs_autograd, use_triton
+from espnet_mamba.ops.backend import autocast_dtype, needs_autograd, use_triton
 
 HUBERT_CONV_LAYERS = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 MIN_SAMPLES = 400  # receptive field of one output frame
@@ -80,9 +80,8 @@ class ConvLayer(nn.Module):
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self._runs_waveform_kernel(x):
             norm = self.layer_norm
-            dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
             return waveform_conv_layer_norm_gelu(x[..., 0], self.conv.weight, self.conv.bias, self.stride,
-                                                 norm.weight, norm.bias, norm.eps, dtype)  # fmt: skip
+                                                 norm.weight, norm.bias, norm.eps, autocast_dtype(x))  # fmt: skip
         x = self._convolve(x)
         if self.norm_type == "layer_norm" and not torch.compiler.is_compiling() and use_triton("auto", x, "cnn_norm"):
             norm = self.layer_norm

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
 from espnet_mamba.ops import grouped_conv1d, triton_available
+from espnet_mamba.ops.backend import autocast_dtype
 
 
 class ConvPositionalEmbedding(nn.Module):
@@ -42,7 +43,7 @@ class ConvPositionalEmbedding(nn.Module):
         a backward pass) on products in the autocast dtype, or in TF32 where cuDNN may use it.
         Elsewhere (CPU, exact float32, or no Triton) it is nn.Conv1d in float32.
         """
-        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+        dtype = autocast_dtype(x)
         if x.is_cuda and triton_available() and (dtype != torch.float32 or torch.backends.cudnn.allow_tf32):
             padded = F.pad(x.to(dtype), (0, 0, *self._pad()))
             return F.gelu(grouped_conv1d(padded, self.conv.weight, self.conv.bias, self.groups))

@@ -88,6 +88,12 @@ def needs_autograd(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+def autocast_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of a product on x, as our kernels give it: CUDA's autocast dtype where autocast
+    is on, x's dtype elsewhere."""
+    return torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+
+
 def check_impl(impl: str) -> str:
     if impl not in IMPLS:
         raise ValueError(f"ssm impl must be one of {IMPLS}, got {impl!r}")
