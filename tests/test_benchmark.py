@@ -237,12 +237,14 @@ def test_profile_op_table_tells_calls_apart_by_input_shape():
     from espnet_mamba.bin.profile_parts import op_table
 
     big, small = torch.randn(512, 512), torch.randn(8, 8)
-    table = op_table(lambda: [big @ big for _ in range(5)] + [small @ small for _ in range(50)], top=2,
+    table = op_table(lambda: [big @ big for _ in range(5)] + [small @ small for _ in range(50)], top=100,
                      activities=[ProfilerActivity.CPU])
     lines = table.splitlines()
-    assert lines[0].startswith("| op (input shapes) | ms | calls |") and len(lines) == 2 + 2
+    assert lines[0].startswith("| op (input shapes) | ms | calls |")
     assert "`aten::mm` [[512, 512], [512, 512]]" in lines[2] and "| 5 |" in lines[2]  # 5 large outweigh 50 small
-    assert "[[8, 8], [8, 8]]" in lines[3] and "| 50 |" in lines[3]
+    # The small products have a row of their own, wherever the host's per-call overheads rank it.
+    small_mm = [line for line in lines if line.startswith("| `aten::mm` [[8, 8], [8, 8]] |")]
+    assert len(small_mm) == 1 and "| 50 |" in small_mm[0]
 
 
 def test_profile_host_ms_is_the_median_time_to_return():
