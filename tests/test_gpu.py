@@ -225,8 +225,13 @@ def test_causality_and_streaming_on_gpu(preset):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
 
 
-def test_one_frame_steps_on_single_step_kernels_match_offline():
-    """20 ms chunks: each Mamba step runs causal_conv1d_update + selective_state_update."""
+@pytest.mark.parametrize("kernels", ["mamba-ssm's", "ours"])
+def test_one_frame_steps_on_single_step_kernels_match_offline(kernels, monkeypatch):
+    """20 ms chunks: each Mamba step runs causal_conv1d_update + selective_state_update, on
+    mamba-ssm's and causal-conv1d's kernels, or on our Triton ones (as where they are missing)."""
+    if kernels == "ours":
+        monkeypatch.setitem(mamba_kernels(), "causal_conv1d_update", None)
+        monkeypatch.setitem(mamba_kernels(), "selective_state_update", None)
     model = _tiny("mamba_base")
     wav = torch.randn(1, 16000, device=DEVICE)
     with torch.no_grad():
@@ -241,6 +246,39 @@ def test_one_frame_steps_on_single_step_kernels_match_offline():
     streamed = [torch.cat([p[i] for p in pieces], dim=1) for i in range(len(offline))]
     for a, b in zip(offline, streamed):
         torch.testing.assert_close(b, a[:, : b.shape[1]], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_frame_step_kernels_match_mamba_ssms(dtype):
+    """Our Triton steps against causal-conv1d's and mamba-ssm's single-step kernels, each
+    given its own copy of the states; mamba_base's widths, u and z strided views."""
+    if mamba_kernels()["causal_conv1d_update"] is None or mamba_kernels()["selective_state_update"] is None:
+        pytest.skip("needs causal-conv1d and mamba-ssm's selective_state_update")
+    from espnet_mamba.ops.single_step import depthwise_conv1d_step, selective_state_step
+
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    batch, E, N = 3, 2304, 24
+
+    def rnd(*shape, dt=dtype):
+        return torch.randn(*shape, device=DEVICE, generator=g).to(dt)
+
+    u, z = rnd(batch, 2 * E).chunk(2, dim=1)
+    conv_state, weight, bias = rnd(batch, E, 3), rnd(E, 4, dt=torch.float32), rnd(E, dt=torch.float32)
+    theirs_state = conv_state.clone()
+    y, new_state = depthwise_conv1d_step(u, conv_state, weight, bias)
+    expected = mamba_kernels()["causal_conv1d_update"](u, theirs_state, weight, bias, "silu")
+    torch.testing.assert_close(y, expected, **TOL[dtype])
+    torch.testing.assert_close(new_state, theirs_state, rtol=0, atol=0)  # the inputs, moved along
+    state, delta, x_dbl = rnd(batch, E, N, dt=torch.float32), 0.5 * rnd(batch, E), rnd(batch, 48 + 2 * N)
+    B, C = x_dbl[:, 48 : 48 + N], x_dbl[:, 48 + N :]
+    A = -0.5 - torch.rand(E, N, device=DEVICE, generator=g)
+    D, delta_bias = rnd(E, dt=torch.float32), rnd(E, dt=torch.float32)
+    theirs_state = state.clone()
+    y, new_state = selective_state_step(state, u, delta, A, B, C, D, z, delta_bias)
+    expected = mamba_kernels()["selective_state_update"](theirs_state, u, delta, A, B, C, D, z=z, dt_bias=delta_bias,
+                                                          dt_softplus=True)  # fmt: skip
+    torch.testing.assert_close(y, expected, **TOL[dtype])
+    torch.testing.assert_close(new_state, theirs_state, **TOL[torch.float32])
 
 
 def _time_major(inputs):

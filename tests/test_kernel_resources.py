@@ -61,3 +61,25 @@ def test_loop_sizes_count_from_a_backward_branch_target_to_the_branch(tool):
         /*0060*/                   EXIT ;
     """
     assert tool.loop_sizes(sass) == [3, 5]  # the inner loop and the outer one; a forward branch is no loop
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_frame_step_kernels_compile_for_sm90_without_spills(tool, dtype):
+    """The streaming step's two kernels, at mamba_base's shapes (E 2304, N 24, K 4), with u a
+    strided view of in_proj's output and B, C views of x_proj's, as the mixer launches them."""
+    from espnet_mamba.ops import single_step
+
+    batch, E, N = 2, 2304, 24
+    xz = torch.zeros(batch, 2 * E, dtype=dtype)
+    u, z = xz.chunk(2, dim=1)
+    x_dbl = torch.zeros(batch, 48 + 2 * N, dtype=dtype)
+    with tool.compiled_instead_of_launched([single_step._conv_step, single_step._state_step], []) as found:
+        single_step.depthwise_conv1d_step(u, torch.zeros(batch, E, 3, dtype=dtype), torch.ones(E, 4), torch.ones(E))
+        single_step.selective_state_step(torch.zeros(batch, E, N), u, torch.zeros(batch, E, dtype=dtype),
+                                         -torch.ones(E, N), x_dbl[:, 48 : 48 + N], x_dbl[:, 48 + N :],
+                                         torch.ones(E), z, torch.zeros(E))  # fmt: skip
+    assert [(row["kernel"], row["flags"]) for row in found] == [
+        ("_conv_step", "HAS_BIAS,SILU"), ("_state_step", "HAS_D,HAS_Z,HAS_BIAS")]
+    for row in found:
+        assert 0 < row["registers"] <= 255 and row["stack"] == 0 and row["spill stores"] == 0, row
+        assert row["MUFU"] > 0, row  # exponentials, sigmoids

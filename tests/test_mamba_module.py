@@ -131,6 +131,28 @@ def test_mamba_forward_chunk_over_pieces_equals_forward():
     torch.testing.assert_close(torch.cat(pieces, dim=1), whole, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("int8", [False, True])
+def test_one_frame_step_equals_the_scan_of_that_frame(int8):
+    """forward_chunk of one frame takes the single-step ops (step); more frames take ssm. On
+    one frame both give the same numbers, with float layers and with every linear layer int8 as
+    ESPnet's --quantize_asr_model makes them (dt_proj without a weight tensor)."""
+    from espnet2.torch_utils.quantization import quantize_dynamic
+
+    torch.manual_seed(0)
+    mixer = Mamba(D_MODEL, **MIXER_KWARGS).eval()
+    if int8:
+        mixer = quantize_dynamic(mixer, qconfig_spec={torch.nn.Linear}, dtype=torch.qint8)
+    x = torch.randn(2, 4, D_MODEL)
+    with torch.no_grad():
+        _, state = mixer.forward_chunk(x[:, :3], None)
+        stepped, stepped_state = mixer.forward_chunk(x[:, 3:], state)
+        u, z = mixer.project_in(x[:, 3:]).chunk(2, dim=1)
+        scanned, scanned_state = mixer.ssm(u, z, "", state)
+    torch.testing.assert_close(stepped, mixer.out_proj(scanned.transpose(1, 2)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(stepped_state.conv, scanned_state.conv, rtol=0, atol=0)
+    torch.testing.assert_close(stepped_state.ssm, scanned_state.ssm, rtol=1e-5, atol=1e-6)
+
+
 def test_mamba_is_causal():
     torch.manual_seed(0)
     mixer = Mamba(D_MODEL, **MIXER_KWARGS)

@@ -152,6 +152,37 @@ with torch.no_grad():
         reference = F.gelu(F.layer_norm(F.conv1d(wav[:, None], conv_w, conv_b, stride=5).transpose(1, 2), (20,), w, b))
         errors[f"waveform conv + layer norm + gelu, conv bias {with_bias}"] = [
             (y - reference).abs().max().item(), float(y.shape != reference.shape)]
+
+# One-frame streaming steps against the PyTorch ops on one frame: 300 channels in 2 blocks of the
+# conv step (the last partial), 40 in 2 blocks of the state step, 5 states padded to 8; u a
+# strided view, as the mixer passes it; B and C strided views of x_proj's output
+from espnet_mamba.ops import causal_conv1d
+from espnet_mamba.ops.single_step import depthwise_conv1d_step, selective_state_step
+
+xz = torch.randn(3, 600)
+conv_state, w, b = torch.randn(3, 300, 3), torch.randn(300, 4), torch.randn(300)
+kept = conv_state.clone()
+for silu, bias in ((True, b), (False, None)):
+    y, new_state = depthwise_conv1d_step(xz[:, ::2], conv_state, w, bias, silu=silu)
+    ref, ref_state = causal_conv1d(xz[:, ::2, None], w, bias, "silu" if silu else None, conv_state, impl="torch")
+    errors[f"conv step, silu {silu}"] = [(y - ref[..., 0]).abs().max().item(),
+                                         (new_state - ref_state).abs().max().item()]
+E, N = 40, 5
+u, delta, z = xz[:, : 2 * E : 2], 0.5 * torch.randn(3, E), torch.randn(3, E)
+x_dbl = torch.randn(3, 2 + 2 * N)
+B, C = x_dbl[:, 2 : 2 + N], x_dbl[:, 2 + N :]
+A, D, bias, state = -0.5 - torch.rand(E, N), torch.randn(E), 0.5 * torch.randn(E), torch.randn(3, E, N)
+state_kept = state.clone()
+for name, extras in (("D, z, bias", (D, z, bias)), ("none of D, z, bias", (None, None, None))):
+    y, new_state = selective_state_step(state, u, delta, A, B, C, *extras)
+    D_, z_, bias_ = extras
+    ref, ref_state = selective_scan(u[..., None], delta[..., None], A, B[..., None], C[..., None], D_,
+                                    None if z_ is None else z_[..., None], bias_, True, initial_state=state,
+                                    return_last_state=True, impl="torch")  # fmt: skip
+    errors[f"state step, {name}"] = [(y - ref[..., 0]).abs().max().item(),
+                                     (new_state - ref_state).abs().max().item()]
+errors["steps leave their states, against the copies"] = [(conv_state - kept).abs().max().item(),
+                                                          (state - state_kept).abs().max().item()]  # fmt: skip
 print(json.dumps(errors))
 """
 
@@ -175,7 +206,9 @@ def test_kernels_match_torch_in_triton_interpreter():
                            *(f"waveform conv + layer norm + gelu, conv bias {bias}" for bias in (True, False)),
                            "bf16 pairs of states against float32",
                            "zero start, 6 chunks, blocks of 16 channels against the default",
-                           "initial state, 3 chunks, blocks of 16 channels against the default"}  # fmt: skip
+                           "initial state, 3 chunks, blocks of 16 channels against the default",
+                           "conv step, silu True", "conv step, silu False", "state step, D, z, bias",
+                           "state step, none of D, z, bias", "steps leave their states, against the copies"}  # fmt: skip
     for name, values in errors.items():
         assert max(values) < 1e-4, (name, values)
     exact = [name for name in errors if "against" in name]
@@ -299,3 +332,45 @@ def test_needs_autograd_follows_grad_mode_input_and_parameters():
     layer.requires_grad_(False)  # a frozen module in a training run
     assert not backend.needs_autograd(torch.zeros(1, 2), *layer.parameters())
     assert backend.needs_autograd(torch.zeros(1, 2, requires_grad=True), *layer.parameters())
+
+
+def test_one_frame_step_kernels_refuse_what_they_cannot_run():
+    from espnet_mamba.ops.single_step import depthwise_conv1d_step, selective_state_step
+
+    x, conv_state, w = torch.zeros(2, 8), torch.zeros(2, 8, 3), torch.ones(8, 4)
+    with pytest.raises(ValueError, match="conv_state \\(batch, E, K - 1\\)"):
+        depthwise_conv1d_step(x, torch.zeros(2, 8, 4), w, None)
+    with pytest.raises(ValueError, match="bias \\(E,\\) expected"):
+        depthwise_conv1d_step(x, conv_state, w, torch.ones(6))
+    with pytest.raises(ValueError, match="computes no gradients"):
+        depthwise_conv1d_step(x, conv_state, w.requires_grad_(), None)
+    state, u, A, BC = torch.zeros(2, 8, 4), torch.zeros(2, 8), -torch.ones(8, 4), torch.zeros(2, 4)
+    with pytest.raises(ValueError, match="u \\(batch, E\\) and A \\(E, N\\) expected"):
+        selective_state_step(state, u[None], u, A, BC, BC)
+    with pytest.raises(ValueError, match="C must be \\(2, 4\\)"):
+        selective_state_step(state, u, u, A, BC, torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="state must be \\(2, 8, 4\\)"):
+        selective_state_step(state[:1], u, u, A, BC, BC)
+    with pytest.raises(ValueError, match="computes no gradients"):
+        selective_state_step(state, u, u, A.requires_grad_(), BC, BC)
+    huge = torch.zeros(1, 1, 4).expand(2**15, 2**15, 4)  # 2^32 elements, no memory
+    with pytest.raises(ValueError, match="32-bit offsets"):
+        selective_state_step(huge, torch.zeros(1, 1).expand(2**15, 2**15), torch.zeros(1, 1).expand(2**15, 2**15),
+                             -torch.ones(2**15, 4), torch.zeros(2**15, 4), torch.zeros(2**15, 4))  # fmt: skip
+
+
+def test_one_frame_steps_run_pytorch_on_cpu_and_under_autograd():
+    """On CPU, or where a gradient is needed, the step ops run their PyTorch twins (the one-frame
+    scan), which keep the graph; the kernels are for CUDA, under no_grad (tests/test_gpu.py)."""
+    from espnet_mamba.ops import causal_conv1d_update, selective_state_update
+
+    u = torch.randn(2, 8, requires_grad=True)
+    y, conv_state = causal_conv1d_update(u, torch.zeros(2, 8, 3), torch.ones(8, 4), None)
+    y2, state = selective_state_update(torch.zeros(2, 8, 4), y, u, -torch.ones(8, 4), torch.ones(2, 4),
+                                       torch.ones(2, 4))  # fmt: skip
+    assert y2.requires_grad and conv_state.shape == (2, 8, 3) and state.shape == (2, 8, 4)
+    (grad,) = torch.autograd.grad(y2.sum(), u)
+    assert grad.abs().sum() > 0
+    with pytest.raises(RuntimeError, match="needs CUDA tensors"):
+        selective_state_update(torch.zeros(2, 8, 4), u.detach(), u.detach(), -torch.ones(8, 4), torch.ones(2, 4),
+                               torch.ones(2, 4), impl="kernel")  # fmt: skip

@@ -13,8 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from espnet_mamba.ops import (
-    causal_conv1d, chunked_selective_scan, mamba_kernels, needs_autograd, selective_scan, use_chunked_scan,
-    use_kernel,
+    causal_conv1d, causal_conv1d_update, chunked_selective_scan, mamba_kernels, needs_autograd, selective_scan,
+    selective_state_update, use_chunked_scan, use_kernel,
 )  # fmt: skip
 
 
@@ -188,20 +188,23 @@ class Mamba(nn.Module):
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         u, z = self.project_in(x).chunk(2, dim=1)
-        if x.shape[1] == 1 and use_kernel(self.impl, x, "mamba_step", requires="causal_conv1d_update"):
-            y, state = self._step_kernels(u[..., 0], z[..., 0], state, mamba_kernels())
+        if x.shape[1] == 1:
+            y, state = self.step(u[..., 0], z[..., 0], state)
             return self.out_proj(y[:, None]), state
         y, state = self.ssm(u, z, "", state)
         return self.out_proj(y.transpose(1, 2)), state
 
-    def _step_kernels(self, u: torch.Tensor, z: torch.Tensor, state: MambaState, kernels: dict):
-        """One frame on mamba-ssm's single-step kernels: u, z (batch, E) -> y (batch, E)."""
-        conv_state, ssm_state = state.conv.clone(), state.ssm.clone()  # the kernels update in place
-        u = kernels["causal_conv1d_update"](u, conv_state, self.conv1d.weight[:, 0], self.conv1d.bias, "silu")
+    def step(self, u: torch.Tensor, z: torch.Tensor, state: MambaState) -> Tuple[torch.Tensor, MambaState]:
+        """:meth:`ssm` of one frame, on the single-step ops: u, z (batch, E) -> y (batch, E)."""
+        u, conv_state = causal_conv1d_update(u, state.conv, self.conv1d.weight[:, 0], self.conv1d.bias, "silu",
+                                             self.impl)  # fmt: skip
         dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], -1)
-        y = kernels["selective_state_update"](
-            ssm_state, u, F.linear(dt, self.dt_proj.weight), -torch.exp(self.A_log.float()), B, C,
-            self.D.float(), z=z, dt_bias=self.dt_proj.bias.float(), dt_softplus=True,
+        if isinstance(self.dt_proj, nn.Linear):
+            delta, delta_bias = F.linear(dt, self.dt_proj.weight), self.dt_proj.bias.float()  # bias in the step
+        else:  # a dt_proj without a weight tensor (int8): its own call, as in ssm
+            delta, delta_bias = self.dt_proj(dt), None
+        y, ssm_state = selective_state_update(
+            state.ssm, u, delta, -torch.exp(self.A_log.float()), B, C, self.D.float(), z, delta_bias, self.impl
         )  # fmt: skip
         return y, MambaState(conv=conv_state, ssm=ssm_state)
 

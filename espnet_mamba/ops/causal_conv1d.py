@@ -1,13 +1,14 @@
-"""Depthwise causal 1-D convolution of Mamba: the causal-conv1d kernel, else our Triton kernel
-on CUDA, or PyTorch."""
+"""Depthwise causal 1-D convolution of Mamba, over frames (``causal_conv1d``) or one frame
+(``causal_conv1d_update``): the causal-conv1d kernel, else our Triton kernel on CUDA, or PyTorch."""
 
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from espnet_mamba.ops.backend import check_impl, mamba_kernels, use_kernel, use_triton
+from espnet_mamba.ops.backend import check_impl, mamba_kernels, needs_autograd, use_kernel, use_triton
 from espnet_mamba.ops.depthwise_conv import depthwise_conv1d_silu
+from espnet_mamba.ops.single_step import depthwise_conv1d_step
 
 
 def causal_conv1d(
@@ -48,6 +49,41 @@ def causal_conv1d(
     if activation == "silu":
         y = F.silu(y)
     return y, padded[..., padded.shape[-1] - (width - 1) :]
+
+
+def causal_conv1d_update(
+    x: torch.Tensor,
+    conv_state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    activation: Optional[str] = "silu",
+    impl: str = "auto",
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One frame of :func:`causal_conv1d` after ``conv_state``, for streaming. ``conv_state``
+    is left as it is.
+
+    Args:
+        x: (batch, E). conv_state: (batch, E, K - 1), the last K - 1 inputs. weight: (E, K).
+        bias: (E,). activation: "silu" or None.
+        impl: "auto" and "kernel" run, on CUDA and where nothing needs a gradient,
+            causal-conv1d's single-step kernel where it is installed, else ours
+            (``depthwise_conv1d_step``); "torch", or under autograd, :func:`causal_conv1d`'s
+            PyTorch code on one frame.
+
+    Returns:
+        y (batch, E) and the new state (batch, E, K - 1).
+    """
+    if activation not in (None, "silu"):
+        raise ValueError(f"activation must be 'silu' or None, got {activation!r}")
+    check_impl(impl)
+    if not needs_autograd(x, conv_state, weight, *([] if bias is None else [bias])):  # the kernels have no backward
+        if use_kernel(impl, x, "causal_conv1d_update", requires="causal_conv1d_update"):
+            new_state = conv_state.clone()  # the kernel updates the state in place
+            return mamba_kernels()["causal_conv1d_update"](x, new_state, weight, bias, activation), new_state
+        if use_triton(impl, x, "causal_conv1d_update"):
+            return depthwise_conv1d_step(x, conv_state, weight, bias, silu=activation == "silu")
+    y, new_state = causal_conv1d(x[..., None], weight, bias, activation, conv_state, impl="torch")
+    return y[..., 0], new_state
 
 
 def _fits_causal_conv1d(x: torch.Tensor, width: int) -> bool:

@@ -24,7 +24,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from espnet_mamba.ops.backend import check_impl, mamba_kernels, needs_autograd, use_kernel
+from espnet_mamba.ops.backend import check_impl, mamba_kernels, needs_autograd, use_kernel, use_triton
+from espnet_mamba.ops.single_step import selective_state_step
 
 
 def selective_scan(
@@ -64,6 +65,49 @@ def selective_scan(
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, chunk_size
     )
     return (out, last) if return_last_state else out
+
+
+def selective_state_update(
+    state: torch.Tensor,
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: Optional[torch.Tensor] = None,
+    z: Optional[torch.Tensor] = None,
+    delta_bias: Optional[torch.Tensor] = None,
+    impl: str = "auto",
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One frame of :func:`selective_scan` after ``state``, with dt = softplus(delta +
+    delta_bias), for streaming. ``state`` is left as it is.
+
+    Args:
+        state: (batch, E, N). u, delta, z: (batch, E). A: (E, N). B, C: (batch, N).
+            D, delta_bias: (E,).
+        impl: "auto" and "kernel" run, on CUDA and where nothing needs a gradient, mamba-ssm's
+            single-step kernel where it imports, else ours (``selective_state_step``); "torch",
+            or under autograd, our PyTorch scan on one frame.
+
+    Returns:
+        y (batch, E) in u's dtype and the new state (batch, E, N) in float32.
+    """
+    check_impl(impl)
+    inputs = [t for t in (state, u, delta, A, B, C, D, z, delta_bias) if t is not None]
+    if not needs_autograd(*inputs):  # the kernels have no backward
+        if use_kernel(impl, u, "selective_state_update", requires="selective_state_update"):
+            new_state = state.float().clone()  # the kernel updates the state in place
+            y = mamba_kernels()["selective_state_update"](
+                new_state, u, delta, A, B, C, D, z=z, dt_bias=delta_bias, dt_softplus=True
+            )  # fmt: skip
+            return y, new_state
+        if use_triton(impl, u, "selective_state_update"):
+            return selective_state_step(state, u, delta, A, B, C, D, z, delta_bias)
+    y, new_state = _selective_scan_torch(
+        u[..., None], delta[..., None], A, B[..., None], C[..., None], D, None if z is None else z[..., None],
+        delta_bias, True, state, chunk_size=1,
+    )  # fmt: skip
+    return y[..., 0], new_state
 
 
 def _selective_scan_torch(
