@@ -165,10 +165,12 @@ class MambaHuBERT(nn.Module):
                 )
         return self.stream_step(chunk, state)
 
+    @torch.no_grad()
     def stream_step(self, chunk: torch.Tensor, state: StreamState) -> Tuple[List[torch.Tensor], StreamState]:
         """``stream`` without the input checks, which synchronise with the host: the step
         that a CUDA graph can capture (for a fixed chunk size, once the CNN's buffers have
-        reached their steady size)."""
+        reached their steady size). Without gradients, as ``stream``: the inference kernels
+        (the CNN's first layer, the one-frame Mamba step) run only where none is needed."""
         feats, conv_state = self.feature_extractor.forward_chunk(chunk, state.conv)
         x = self.feature_proj(self.feature_norm(feats))
         pos_conv, layer_states = state.pos_conv, list(state.layers)

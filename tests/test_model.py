@@ -276,6 +276,16 @@ def test_stream_past_the_cache_capacity_raises(tiny_model):
     assert state.samples == 3280 and int(state.layers[0].length) == 10  # the state is left as it was
 
 
+def test_stream_step_keeps_no_graph_where_grad_mode_is_on(tiny_model):
+    """A CUDA graph captures stream_step itself (benchmarking.GraphedStreamStep), outside stream's
+    no_grad: the inference kernels choose by whether a gradient is needed, so none must be."""
+    model = tiny_model("mamba_base")
+    assert torch.is_grad_enabled() and all(p.requires_grad for p in model.parameters())
+    hidden, state = model.stream_step(torch.randn(1, 720), model.init_stream(1))
+    assert hidden[-1].shape[1] == 2
+    assert not any(t.requires_grad for t in [*hidden, state.layers[0].conv, state.layers[0].ssm])
+
+
 @pytest.mark.parametrize("preset", BIDIRECTIONAL_PRESETS)
 def test_init_stream_on_a_bidirectional_preset_raises(tiny_model, preset):
     with pytest.raises(RuntimeError, match="causal"):
