@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 import espnet_mamba
 from espnet_mamba.nn.feature_extractor import MIN_SAMPLES, conv_output_lengths
-from espnet_mamba.ops import selective_scan
+from espnet_mamba.ops import selective_scan, selective_state_update
 from espnet_mamba.validation import SAMPLE_RATE, checked_lengths
 
 MODES = ("infer", "train", "stream")
@@ -171,6 +171,14 @@ class MacCount:
             initial_state = u.new_zeros(batch, channels, A.shape[1], dtype=torch.float32)
         return out, initial_state
 
+    def state_update_standin(self, state, u, delta, A, B, C, D=None, z=None, delta_bias=None, impl="auto"):
+        """:func:`espnet_mamba.ops.selective_state_update` (one frame of a stream) as
+        :meth:`scan_standin` of that frame."""
+        out, state = self.scan_standin(u[..., None], delta[..., None], A, B[..., None], C[..., None], D,
+                                       None if z is None else z[..., None], initial_state=state,
+                                       return_last_state=True)  # fmt: skip
+        return out[..., 0], state
+
 
 def _patch_everywhere(stack: contextlib.ExitStack, original, replacement) -> None:
     """Replace ``original`` in every espnet_mamba module that imported it by name."""
@@ -197,6 +205,7 @@ def count_macs() -> Iterator[MacCount]:
     count = MacCount(flop_counter)
     with contextlib.ExitStack() as stack:
         _patch_everywhere(stack, selective_scan, count.scan_standin)
+        _patch_everywhere(stack, selective_state_update, count.state_update_standin)
         stack.enter_context(flop_counter)
         yield count
 
