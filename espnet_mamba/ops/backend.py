@@ -66,7 +66,7 @@ def mamba_kernels():
         causal_conv1d_fn = causal_conv1d_update = None
         _logger.warning("mamba-ssm imports but causal-conv1d does not: the Mamba blocks' depthwise conv runs "
                         "our Triton kernel on CUDA, whose backward is slower (docs/benchmarks.md, 'Our "
-                        "Triton depthwise conv'), and streaming steps our Triton one-frame conv. Install "
+                        "Triton depthwise conv'), and streaming steps run our Triton one-frame conv. Install "
                         "causal-conv1d==1.7.0.")  # fmt: skip
     kernels.update(
         selective_state_update=selective_state_update,
