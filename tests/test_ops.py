@@ -1,5 +1,7 @@
 """The PyTorch paths of espnet_mamba.ops against plain definitions."""
 
+import importlib
+import inspect
 import itertools
 from types import SimpleNamespace
 
@@ -192,6 +194,27 @@ def test_use_triton_only_on_cuda_and_never_under_torch(monkeypatch):
     assert not backend.use_triton("auto", cuda, "causal_conv1d")
     with pytest.raises(RuntimeError, match="Triton does not import"):
         backend.use_triton("kernel", cuda, "causal_conv1d")
+
+
+@pytest.mark.parametrize(
+    "module, kernel",
+    [
+        ("chunked_scan", "chunked_selective_scan"),
+        ("layer_norm_gelu", "layer_norm_gelu"),
+        ("layer_norm_gelu", "waveform_conv_layer_norm_gelu"),
+        ("depthwise_conv", "depthwise_conv1d_silu"),
+        ("grouped_conv", "grouped_conv1d"),
+        ("single_step", "depthwise_conv1d_step"),
+        ("single_step", "selective_state_step"),
+    ],
+)
+def test_each_triton_kernel_names_itself_where_triton_is_missing(module, kernel, monkeypatch):
+    monkeypatch.setattr(backend, "triton_available", lambda: False)
+    function = getattr(importlib.import_module(f"espnet_mamba.ops.{module}"), kernel)
+    arguments = inspect.signature(function).parameters
+    required = [name for name, p in arguments.items() if p.default is inspect.Parameter.empty]
+    with pytest.raises(RuntimeError, match=r"^the .+ needs Triton, which is not installed on this platform$"):
+        function(*[torch.zeros(1)] * len(required))
 
 
 # causal_conv1d ------------------------------------------------------------------------------

@@ -81,6 +81,12 @@ def triton_available() -> bool:
     return triton is not None
 
 
+def require_triton(kernel: str) -> None:
+    """A clear error where ``kernel`` (e.g. "the chunked scan") cannot run because Triton does not import."""
+    if not triton_available():
+        raise RuntimeError(f"{kernel} needs Triton, which is not installed on this platform")
+
+
 def needs_autograd(*tensors: torch.Tensor) -> bool:
     """Whether a computation on ``tensors`` must be differentiable: grad mode on, and one of
     them requires grad. A module passes its input and its parameters, so a frozen module in a

@@ -47,7 +47,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from espnet_mamba.ops.backend import needs_autograd, triton_available
+from espnet_mamba.ops.backend import needs_autograd, require_triton, triton_available
 
 if triton_available():
     import triton
@@ -536,8 +536,7 @@ def chunked_selective_scan(
         y (batch, L, E) in u's dtype, contiguous, and the last state (batch, E, N), float32
         (not differentiable).
     """
-    if not triton_available():
-        raise RuntimeError("the chunked scan needs Triton, which is not installed on this platform")
+    require_triton("the chunked scan")
     batch, length, channels = u.shape
     states = A.shape[1]
     if states < 2:

@@ -27,7 +27,7 @@ from typing import Optional
 
 import torch
 
-from espnet_mamba.ops.backend import triton_available
+from espnet_mamba.ops.backend import require_triton, triton_available
 
 if triton_available():
     import triton
@@ -173,8 +173,7 @@ def depthwise_conv1d_silu(
         (batch, L, E) in x's dtype, E or L innermost as in x; sums in float32. The gradients
         of weight and bias are summed in float32 and returned in their dtypes.
     """
-    if not triton_available():
-        raise RuntimeError("the depthwise conv kernel needs Triton, which is not installed on this platform")
+    require_triton("the depthwise conv kernel")
     if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[2]:
         raise ValueError(f"x (batch, L, E) and weight (E, K) expected, got {tuple(x.shape)} and {tuple(weight.shape)}")
     # The kernels index with 32-bit offsets: the output is dense, x may be a view of a larger tensor

@@ -19,7 +19,7 @@ Under ``TRITON_INTERPRET=1`` the kernels run on CPU tensors (the tests use this)
 
 import torch
 
-from espnet_mamba.ops.backend import triton_available
+from espnet_mamba.ops.backend import require_triton, triton_available
 
 if triton_available():
     import triton
@@ -153,8 +153,7 @@ def grouped_conv1d(
         (batch, L, D), float32. The gradient of x is in x's dtype, those of weight and bias
         in theirs; the weight's is summed in float32.
     """
-    if not triton_available():
-        raise RuntimeError("the grouped conv kernel needs Triton, which is not installed on this platform")
+    require_triton("the grouped conv kernel")
     channels = x.shape[-1]
     group, taps = channels // groups, weight.shape[-1]
     if x.dim() != 3 or weight.shape != (channels, group, taps) or x.stride(2) != 1:

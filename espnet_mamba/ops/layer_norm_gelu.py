@@ -32,7 +32,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from espnet_mamba.ops.backend import needs_autograd, triton_available
+from espnet_mamba.ops.backend import needs_autograd, require_triton, triton_available
 
 if triton_available():
     import triton
@@ -195,8 +195,7 @@ def layer_norm_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e
         (..., C) in x's dtype, computed in float32 (as autocast runs the norm); GELU in its
         exact (erf) form. The gradients of weight and bias are summed in float32.
     """
-    if not triton_available():
-        raise RuntimeError("the LayerNorm + GELU kernel needs Triton, which is not installed on this platform")
+    require_triton("the LayerNorm + GELU kernel")
     channels = x.shape[-1]
     if weight.shape != (channels,) or bias.shape != (channels,):
         raise ValueError(f"weight and bias of shape ({channels},) expected for x of shape {tuple(x.shape)}, "
@@ -246,8 +245,7 @@ def waveform_conv_layer_norm_gelu(
         (batch, frames, C), frames = (samples - K) // stride + 1; norm and GELU (its erf form)
         in float32.
     """
-    if not triton_available():
-        raise RuntimeError("the waveform conv + LayerNorm + GELU kernel needs Triton, which is not installed here")
+    require_triton("the waveform conv + LayerNorm + GELU kernel")
     if conv_weight.dim() != 3 or conv_weight.shape[1] != 1:
         raise ValueError(f"conv_weight must be (C, 1, K), got {tuple(conv_weight.shape)}")
     channels, _, kernel = conv_weight.shape

@@ -22,7 +22,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from espnet_mamba.ops.backend import needs_autograd, triton_available
+from espnet_mamba.ops.backend import needs_autograd, require_triton, triton_available
 
 _CONV_BLOCK_C = 256  # channels a program: mamba_base's 2304 in 9 programs a sequence
 _STATE_BLOCK_E = 32  # channels a program, each with its (padded) states: 32 x 32 at d_state 24
@@ -96,8 +96,7 @@ if triton_available():
 
 def _check_runnable(what: str, *tensors: Optional[torch.Tensor]) -> None:
     """A clear error where the kernel cannot run: no Triton, autograd, or 32-bit offsets overrun."""
-    if not triton_available():
-        raise RuntimeError(f"the {what} kernel needs Triton, which is not installed on this platform")
+    require_triton(f"the {what} kernel")
     tensors = [t for t in tensors if t is not None]
     if needs_autograd(*tensors):
         raise ValueError(f"the {what} kernel computes no gradients; under autograd run the PyTorch step, or call "
