@@ -248,27 +248,42 @@ def test_one_frame_steps_on_single_step_kernels_match_offline(kernels, monkeypat
         torch.testing.assert_close(b, a[:, : b.shape[1]], rtol=1e-4, atol=1e-4)
 
 
+STEP_SHAPE = (3, 2304, 24)  # batch, and mamba_base's E and N: the one-frame step tests
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_one_frame_step_kernels_match_mamba_ssms(dtype):
-    """Our Triton steps against causal-conv1d's and mamba-ssm's single-step kernels, each
-    given its own copy of the states; mamba_base's widths, u and z strided views."""
-    if mamba_kernels()["causal_conv1d_update"] is None or mamba_kernels()["selective_state_update"] is None:
-        pytest.skip("needs causal-conv1d and mamba-ssm's selective_state_update")
-    from espnet_mamba.ops.single_step import depthwise_conv1d_step, selective_state_step
+def test_one_frame_conv_step_matches_causal_conv1ds(dtype):
+    """Our Triton conv step against causal-conv1d's causal_conv1d_update, each given its own
+    copy of the state; u a strided view, as in the mixer."""
+    if mamba_kernels()["causal_conv1d_update"] is None:
+        pytest.skip("needs causal-conv1d")
+    from espnet_mamba.ops.single_step import depthwise_conv1d_step
 
-    g = torch.Generator(device=DEVICE).manual_seed(0)
-    batch, E, N = 3, 2304, 24
-
-    def rnd(*shape, dt=dtype):
-        return torch.randn(*shape, device=DEVICE, generator=g).to(dt)
-
-    u, z = rnd(batch, 2 * E).chunk(2, dim=1)
-    conv_state, weight, bias = rnd(batch, E, 3), rnd(E, 4, dt=torch.float32), rnd(E, dt=torch.float32)
+    g, (batch, E, _) = torch.Generator(device=DEVICE).manual_seed(0), STEP_SHAPE
+    u, _ = torch.randn(batch, 2 * E, device=DEVICE, generator=g).to(dtype).chunk(2, dim=1)
+    conv_state = torch.randn(batch, E, 3, device=DEVICE, generator=g).to(dtype)
+    weight, bias = torch.randn(E, 4, device=DEVICE, generator=g), torch.randn(E, device=DEVICE, generator=g)
     theirs_state = conv_state.clone()
     y, new_state = depthwise_conv1d_step(u, conv_state, weight, bias)
     expected = mamba_kernels()["causal_conv1d_update"](u, theirs_state, weight, bias, "silu")
     torch.testing.assert_close(y, expected, **TOL[dtype])
     torch.testing.assert_close(new_state, theirs_state, rtol=0, atol=0)  # the inputs, moved along
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_frame_state_step_matches_mamba_ssms(dtype):
+    """Our Triton state step against mamba-ssm's selective_state_update, each given its own
+    copy of the state; u, z, B and C strided views, as in the mixer."""
+    if mamba_kernels()["selective_state_update"] is None:
+        pytest.skip("needs mamba-ssm's selective_state_update")
+    from espnet_mamba.ops.single_step import selective_state_step
+
+    g, (batch, E, N) = torch.Generator(device=DEVICE).manual_seed(0), STEP_SHAPE
+
+    def rnd(*shape, dt=dtype):
+        return torch.randn(*shape, device=DEVICE, generator=g).to(dt)
+
+    u, z = rnd(batch, 2 * E).chunk(2, dim=1)
     state, delta, x_dbl = rnd(batch, E, N, dt=torch.float32), 0.5 * rnd(batch, E), rnd(batch, 48 + 2 * N)
     B, C = x_dbl[:, 48 : 48 + N], x_dbl[:, 48 + N :]
     A = -0.5 - torch.rand(E, N, device=DEVICE, generator=g)

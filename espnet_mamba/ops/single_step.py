@@ -4,8 +4,8 @@ and causal-conv1d, whose single-step kernels go first where they are installed.
 A 20 ms step of a causal model gives each Mamba block one frame. On PyTorch ops, the depthwise
 conv's update and the selective scan of one frame are some 20 elementwise ops a block (counted
 by torch's profiler on CPU), and a mamba_base step replayed from a CUDA graph took 1.06 ms on
-an H100 (docs/benchmarks.md, 2026-12-07). Here each is one kernel, and each tensor is read and
-written once:
+an H100. Here each is one kernel, and each tensor is read and written once; that step now takes
+0.69 ms (docs/benchmarks.md, 2026-12-07):
 
 * ``_conv_step``: the window of the last K inputs (the K - 1 of the state, then this frame's),
   y = act(bias + sum_k w[:, k] window[k]) in float32, and the window's last K - 1 inputs as
