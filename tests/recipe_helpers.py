@@ -28,6 +28,14 @@ def recipe_env() -> dict:
     return env
 
 
+def file_stamps(recipe: Path) -> dict:
+    """(size, mtime_ns) of every file under a recipe's outputs: a rerun that skips its finished
+    stages leaves them all as they were."""
+    outputs = [recipe / name for name in OUTPUTS if (recipe / name).exists()]
+    files = [p for out in outputs for p in ([out] if out.is_file() else out.rglob("*")) if p.is_file()]
+    return {str(p.relative_to(recipe)): (p.stat().st_size, p.stat().st_mtime_ns) for p in files}
+
+
 def copy_recipes(root: Path, *recipes: str) -> None:
     """egs2/TEMPLATE and the named recipes (e.g. "mini_an4/ssl1") under root/egs2, without outputs."""
     shutil.copytree(REPO / "egs2/TEMPLATE", root / "egs2/TEMPLATE", symlinks=True)
