@@ -96,7 +96,7 @@ def selective_state_update(
     inputs = [t for t in (state, u, delta, A, B, C, D, z, delta_bias) if t is not None]
     if not needs_autograd(*inputs):  # the kernels have no backward
         if use_kernel(impl, u, "selective_state_update", requires="selective_state_update"):
-            new_state = state.float().clone()  # the kernel updates the state in place
+            new_state = state.to(torch.float32, copy=True)  # the kernel updates the state in place
             y = mamba_kernels()["selective_state_update"](
                 new_state, u, delta, A, B, C, D, z=z, dt_bias=delta_bias, dt_softplus=True
             )  # fmt: skip
