@@ -11,18 +11,25 @@ directory, where the configs' relative paths (e.g. ``downstream/ctc/vocab``) res
 from there, the clone's ``downstream/ctc/corpus`` (PR, SF), which the wheel lacks, is used.
 For several GPUs: ``torchrun --nproc_per_node N -m s3prl_upstream.run_downstream ...``.
 
-Three differences from s3prl's script, all fixes: SID/ASV file-list caches go to a per-corpus
+Four differences from s3prl's script, all fixes: SID/ASV file-list caches go to a per-corpus
 directory (:mod:`s3prl_upstream.dataset_caches`), the ASV expert runs on CPU too
-(:func:`s3prl_upstream.compat.fix_downstream`), and ``builtins.isinstance``, which s3prl's main
-replaces, is restored when it returns.
+(:func:`s3prl_upstream.compat.fix_downstream`), checkpoints are written whole or not at all
+(:func:`atomic_torch_save`) and at least two are kept (:func:`keep_two_checkpoints`), and ``builtins.isinstance``, which s3prl's main replaces, is
+restored when it returns.
 """
 
 import builtins
+import contextlib
+import logging
+import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
+
+import torch
 
 import s3prl_upstream  # noqa: F401  (shims and registration before s3prl.run_downstream)
+from espnet_mamba.atomic_write import write_atomically
 from s3prl_upstream import compat, dataset_caches
 
 # option -> (the only value that works, why)
@@ -56,12 +63,51 @@ def use_clone_ctc_corpus(package_dir: Path) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def atomic_torch_save() -> Iterator[None]:
+    """``torch.save`` to a path writes a temporary file and renames it, while the context lasts.
+
+    s3prl's runner saves ``states-<step>.ckpt`` and ``dev-best.ckpt`` in place: a kill during the
+    write left a torn file, which ``-a`` then failed to resume from (or a torn best model)."""
+    save = torch.save
+
+    def save_atomically(obj, f, *args, **kwargs):
+        if not isinstance(f, (str, os.PathLike)):
+            return save(obj, f, *args, **kwargs)
+        write_atomically(Path(f), lambda tmp: save(obj, tmp, *args, **kwargs))
+
+    torch.save = save_atomically
+    try:
+        yield
+    finally:
+        torch.save = save
+
+
+def keep_two_checkpoints(config: dict) -> None:
+    """Raise ``runner.max_keep`` of a run_downstream config to 2 where it is lower.
+
+    s3prl deletes its oldest ``states-<step>.ckpt`` before it writes the next one: with
+    ``max_keep: 1`` a kill during that write leaves no checkpoint to resume from."""
+    runner = config["runner"]
+    if runner.get("max_keep", 1) < 2:
+        logging.warning(
+            f"runner.max_keep {runner.get('max_keep')} -> 2: s3prl deletes its last checkpoint "
+            "before it writes the next, so with one a kill while saving would leave none"
+        )
+        runner["max_keep"] = 2
+
+
 def _runner_with_fixes(runner_class):
     class Runner(runner_class):
         def __init__(self, args, config):
             dataset_caches.isolate(args.downstream, config)
             compat.fix_downstream(args.downstream)
+            keep_two_checkpoints(config)
             super().__init__(args, config)
+
+        def train(self):
+            with atomic_torch_save():
+                super().train()
 
     return Runner
 

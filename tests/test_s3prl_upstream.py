@@ -5,6 +5,7 @@ import builtins
 import importlib.util
 import math
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -260,6 +261,40 @@ def test_sid_and_asv_caches_go_to_a_directory_per_corpus(tmp_path, monkeypatch):
     from s3prl.downstream.sv_voxceleb1 import dataset as asv_dataset
 
     assert asv_dataset.__file__.startswith(str(tmp_path / "cache" / "sv_voxceleb1"))
+
+
+def test_atomic_torch_save_leaves_the_old_file_when_a_save_breaks_off(tmp_path):
+    path = tmp_path / "states-2.ckpt"
+    torch.save({"step": 1}, path)
+    original = torch.save
+    with run_downstream.atomic_torch_save():
+        assert torch.save is not original
+        with pytest.raises(Exception):
+            torch.save({"step": 2, "unsaveable": lambda: None}, path)  # fails while it writes
+        assert torch.load(path, weights_only=True) == {"step": 1}
+        assert [p.name for p in tmp_path.iterdir()] == [path.name]
+        torch.save({"step": 2}, str(path))
+    assert torch.save is original
+    assert torch.load(path, weights_only=True) == {"step": 2}
+
+
+def test_runner_trains_with_atomic_saves_and_keeps_two_checkpoints(caplog):
+    class S3prlRunner:
+        def __init__(self, args, config):
+            self.config = config
+
+        def train(self):
+            self.save_in_train = torch.save
+
+    runner = run_downstream._runner_with_fixes(S3prlRunner)(
+        types.SimpleNamespace(downstream="speech_commands"), {"runner": {"max_keep": 1}}
+    )
+    assert runner.config["runner"]["max_keep"] == 2 and "max_keep 1 -> 2" in caplog.text
+    runner.train()
+    assert runner.save_in_train is not torch.save and runner.save_in_train.__name__ == "save_atomically"
+    config = {"runner": {"max_keep": 5}}
+    run_downstream.keep_two_checkpoints(config)
+    assert config["runner"]["max_keep"] == 5
 
 
 def test_main_restores_builtins_isinstance(tmp_path):

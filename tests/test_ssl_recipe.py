@@ -23,18 +23,18 @@ def _copy_recipe(root: Path) -> Path:
     return root / "egs2/mini_an4/ssl1"
 
 
-def _run(recipe: Path, *args, check=True, **kwargs):
-    return subprocess.run(
-        ["./run.sh", *args], cwd=recipe, env=recipe_env(), capture_output=True, text=True, check=check, **kwargs
-    )
+def _run(recipe: Path, *args) -> subprocess.CompletedProcess:
+    """./run.sh with ``args``; a failure shows the ends of its output."""
+    result = subprocess.run(["./run.sh", *args], cwd=recipe, env=recipe_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
 
 
 @pytest.fixture(scope="module")
 def finished_recipe(tmp_path_factory):
     recipe = _copy_recipe(tmp_path_factory.mktemp("recipe"))
     started = time.time()
-    result = _run(recipe, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = _run(recipe)
     return recipe, result, time.time() - started
 
 

@@ -4,7 +4,9 @@ ESPnet has no plugin mechanism: tasks choose classes from module-level ``ClassCh
 Importing this module adds ``encoder: mamba_hubert`` (SSL and ASR tasks),
 ``model: mamba_hubert`` (SSL task) and the s3prl upstream ``mamba_hubert`` (for ASR
 ``frontend: s3prl``). ESPnet's multi-GPU launcher spawns workers that unpickle the task class;
-since ours live here, each worker imports this module and registers again.
+since ours live here, each worker imports this module and registers again. Both task classes
+train with :class:`~espnet_mamba.espnet.trainer.ResumableTrainer`, so a run killed while it wrote
+a checkpoint resumes; ESPnet's ``--use_deepspeed`` wants its own trainer and refuses them.
 """
 
 from espnet2.tasks import asr as espnet_asr
@@ -14,6 +16,7 @@ from espnet2.tasks.ssl import SSLTask
 
 from espnet_mamba.espnet.encoder import MambaHuBERTEncoder
 from espnet_mamba.espnet.ssl_model import MambaHuBERTSSLModel
+from espnet_mamba.espnet.trainer import ResumableTrainer
 
 NAME = "mamba_hubert"
 
@@ -32,8 +35,14 @@ register()
 
 
 class MambaSSLTask(SSLTask):
-    """ESPnet's SSL task with ``mamba_hubert`` registered (also in spawned workers)."""
+    """ESPnet's SSL task with ``mamba_hubert`` registered (also in spawned workers), trained by
+    :class:`ResumableTrainer`."""
+
+    trainer = ResumableTrainer
 
 
 class MambaASRTask(ASRTask):
-    """ESPnet's ASR task with ``mamba_hubert`` registered (also in spawned workers)."""
+    """ESPnet's ASR task with ``mamba_hubert`` registered (also in spawned workers), trained by
+    :class:`ResumableTrainer`."""
+
+    trainer = ResumableTrainer

@@ -1,0 +1,75 @@
+"""ESPnet's trainer, with checkpoints that survive a kill while they are being written.
+
+ESPnet saves ``checkpoint.pth`` and ``{epoch}epoch.pth`` in place at the end of each epoch. A kill
+during the first write leaves a torn checkpoint, and the previous epoch's is already overwritten,
+so ``--resume true`` stops with an unreadable file. A kill during the second leaves a torn epoch
+model that the final n-best averaging and the packed model would read.
+
+:class:`ResumableTrainer` keeps a copy of the last checkpoint while an epoch trains
+(``checkpoint.prev.pth``, written under a temporary name and renamed; removed when training
+ends). It resumes from that copy when ``checkpoint.pth`` is torn (the interrupted epoch is
+trained again), and rewrites a torn epoch model from the checkpoint it resumes. A torn file is
+one without the zip directory that ``torch.save`` writes last.
+"""
+
+import logging
+import shutil
+import zipfile
+from pathlib import Path
+
+import torch
+from espnet2.train.trainer import Trainer
+
+from espnet_mamba.atomic_write import write_atomically
+
+CHECKPOINT = "checkpoint.pth"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pth"
+
+
+def _is_complete(path: Path) -> bool:
+    """Whether ``torch.save`` finished writing ``path`` (its zip directory is written last)."""
+    return zipfile.is_zipfile(path)
+
+
+def keep_previous_checkpoint(output_dir: Path) -> None:
+    """Copy ``checkpoint.pth`` to ``checkpoint.prev.pth`` before ESPnet overwrites it in place."""
+    checkpoint = output_dir / CHECKPOINT
+    if _is_complete(checkpoint):
+        write_atomically(output_dir / PREVIOUS_CHECKPOINT, lambda tmp: shutil.copyfile(checkpoint, tmp))
+
+
+class ResumableTrainer(Trainer):
+    """ESPnet's :class:`~espnet2.train.trainer.Trainer` whose resume survives torn checkpoints."""
+
+    @classmethod
+    def run(cls, *, trainer_options, distributed_option, **kwargs) -> None:
+        super().run(trainer_options=trainer_options, distributed_option=distributed_option, **kwargs)
+        if not distributed_option.distributed or distributed_option.dist_rank == 0:
+            (Path(trainer_options.output_dir) / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)
+
+    @classmethod
+    def train_one_epoch(cls, *, options, distributed_option, **kwargs) -> bool:
+        if not distributed_option.distributed or distributed_option.dist_rank == 0:
+            keep_previous_checkpoint(Path(options.output_dir))
+        return super().train_one_epoch(options=options, distributed_option=distributed_option, **kwargs)
+
+    @staticmethod
+    def resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu=0, strict=True) -> None:
+        checkpoint = Path(checkpoint)
+        if not _is_complete(checkpoint):
+            previous = checkpoint.with_name(PREVIOUS_CHECKPOINT)
+            if not _is_complete(previous):
+                logging.warning(
+                    f"{checkpoint} is torn (the run was killed while writing it) and there is no earlier "
+                    f"{PREVIOUS_CHECKPOINT}: training starts again from epoch 1"
+                )
+                return
+            logging.warning(f"{checkpoint} is torn (the run was killed while writing it): resuming from {previous}")
+            checkpoint = previous
+        Trainer.resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu=ngpu, strict=strict)
+        epoch_model = checkpoint.parent / f"{reporter.get_epoch()}epoch.pth"
+        writes_files = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+        # strict=False: ESPnet's adapters, whose epoch models may hold part of the model only
+        if writes_files and strict and epoch_model.exists() and not _is_complete(epoch_model):
+            logging.warning(f"{epoch_model} is torn: written again from {checkpoint}")
+            write_atomically(epoch_model, lambda tmp: torch.save(model.state_dict(), tmp))
