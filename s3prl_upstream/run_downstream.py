@@ -14,8 +14,8 @@ For several GPUs: ``torchrun --nproc_per_node N -m s3prl_upstream.run_downstream
 Four differences from s3prl's script, all fixes: SID/ASV file-list caches go to a per-corpus
 directory (:mod:`s3prl_upstream.dataset_caches`), the ASV expert runs on CPU too
 (:func:`s3prl_upstream.compat.fix_downstream`), checkpoints are written whole or not at all
-(:func:`atomic_torch_save`) and at least two are kept (:func:`keep_two_checkpoints`), and ``builtins.isinstance``, which s3prl's main replaces, is
-restored when it returns.
+(:func:`atomic_torch_save`) and at least two are kept (:func:`keep_two_checkpoints`), and
+``builtins.isinstance``, which s3prl's main replaces, is restored when it returns.
 """
 
 import builtins
@@ -92,7 +92,7 @@ def keep_two_checkpoints(config: dict) -> None:
     if runner.get("max_keep", 1) < 2:
         logging.warning(
             f"runner.max_keep {runner.get('max_keep')} -> 2: s3prl deletes its last checkpoint "
-            "before it writes the next, so with one a kill while saving would leave none"
+            "before it writes the next, so with max_keep 1 a kill while it saves leaves none"
         )
         runner["max_keep"] = 2
 

@@ -120,11 +120,12 @@ def test_torn_first_checkpoint_trains_from_the_start(run_copy):
     assert "1epoch results" in log and _epoch(run_copy / CHECKPOINT) == 2
 
 
-def test_torn_epoch_model_is_written_again_from_the_checkpoint(run_copy):
+@pytest.mark.parametrize("damage", [_tear, Path.unlink])
+def test_torn_or_missing_epoch_model_is_written_from_the_checkpoint(run_copy, damage):
     epoch_model = run_copy / "2epoch.pth"
-    _tear(epoch_model)  # killed after checkpoint.pth, while 2epoch.pth was saved
+    damage(epoch_model)  # killed after checkpoint.pth, while or before 2epoch.pth was saved
     log = _train(run_copy, max_epoch=2)  # nothing left to train; the n-best average reads 2epoch.pth
-    assert f"{epoch_model} is torn: written again from {run_copy / CHECKPOINT}" in log
+    assert f"{epoch_model} is missing or torn: written from {run_copy / CHECKPOINT}" in log
     saved = torch.load(epoch_model, map_location="cpu", weights_only=True)
     expected = torch.load(run_copy / CHECKPOINT, map_location="cpu", weights_only=True)["model"]
     assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in saved)

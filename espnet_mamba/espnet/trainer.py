@@ -2,13 +2,13 @@
 
 ESPnet saves ``checkpoint.pth`` and ``{epoch}epoch.pth`` in place at the end of each epoch. A kill
 during the first write leaves a torn checkpoint, and the previous epoch's is already overwritten,
-so ``--resume true`` stops with an unreadable file. A kill during the second leaves a torn epoch
-model that the final n-best averaging and the packed model would read.
+so ``--resume true`` stops with an unreadable file. A kill before or during the second leaves the
+epoch model missing or torn, and the final n-best averaging, which reads it, fails.
 
 :class:`ResumableTrainer` keeps a copy of the last checkpoint while an epoch trains
 (``checkpoint.prev.pth``, written under a temporary name and renamed; removed when training
 ends). It resumes from that copy when ``checkpoint.pth`` is torn (the interrupted epoch is
-trained again), and rewrites a torn epoch model from the checkpoint it resumes. A torn file is
+trained again), and writes a missing or torn epoch model from the checkpoint it resumes. A torn file is
 one without the zip directory that ``torch.save`` writes last.
 """
 
@@ -69,7 +69,7 @@ class ResumableTrainer(Trainer):
         Trainer.resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu=ngpu, strict=strict)
         epoch_model = checkpoint.parent / f"{reporter.get_epoch()}epoch.pth"
         writes_files = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
-        # strict=False: ESPnet's adapters, whose epoch models may hold part of the model only
-        if writes_files and strict and epoch_model.exists() and not _is_complete(epoch_model):
-            logging.warning(f"{epoch_model} is torn: written again from {checkpoint}")
+        # with ESPnet's adapters (strict=False) an epoch model may hold part of the model: left as it is
+        if writes_files and strict and not _is_complete(epoch_model):
+            logging.warning(f"{epoch_model} is missing or torn: written from {checkpoint}")
             write_atomically(epoch_model, lambda tmp: torch.save(model.state_dict(), tmp))
