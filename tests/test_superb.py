@@ -64,13 +64,15 @@ def evaluate(checkpoint, split, capsys):
 
 
 def test_ks_trains_evaluates_and_resumes(tiny_ckpt, tmp_path, capsys):
-    expdir, out = train(tiny_ckpt, "KS", tmp_path, capsys)
-    assert "dev acc:" in out and (expdir / "states-4.ckpt").exists()
+    expdir, out = train(tiny_ckpt, "KS", tmp_path, capsys, "-o", "config.runner.max_keep=1")
+    assert "dev acc:" in out
+    # max_keep raised to 2: s3prl would delete its only checkpoint before writing the next
+    assert sorted(p.name for p in expdir.glob("states-*")) == ["states-2.ckpt", "states-4.ckpt"]
     test_out = evaluate(expdir / "states-4.ckpt", "test", capsys)
     assert superb.TASKS["KS"].metrics[0].read(test_out, "test")
     assert len((expdir / "test_predict.txt").read_text().splitlines()) == 4  # yes, no, _unknown_, _silence_
     run_downstream.main(["-m", "train", "-e", str(expdir), "-o", "config.runner.total_steps=6", "--device", "cpu"])
-    assert (expdir / "states-6.ckpt").exists()
+    assert sorted(p.name for p in expdir.glob("states-*")) == ["states-4.ckpt", "states-6.ckpt"]
     assert torch.load(expdir / "states-6.ckpt", map_location="cpu")["Step"] == 6
 
 
