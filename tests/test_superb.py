@@ -63,9 +63,13 @@ def evaluate(checkpoint, split, capsys):
 # --- tasks through run_downstream --------------------------------------------------------
 
 
-def test_ks_trains_evaluates_and_resumes(tiny_ckpt, tmp_path, capsys):
+def test_ks_trains_evaluates_and_resumes(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    written = []
+    write = run_downstream.write_atomically
+    monkeypatch.setattr(run_downstream, "write_atomically", lambda path, f: (written.append(path.name), write(path, f)))
     expdir, out = train(tiny_ckpt, "KS", tmp_path, capsys, "-o", "config.runner.max_keep=1")
     assert "dev acc:" in out
+    assert {"states-2.ckpt", "states-4.ckpt", "dev-best.ckpt"} <= set(written)  # the runner's saves, atomic
     # max_keep raised to 2: s3prl would delete its only checkpoint before writing the next
     assert sorted(p.name for p in expdir.glob("states-*")) == ["states-2.ckpt", "states-4.ckpt"]
     test_out = evaluate(expdir / "states-4.ckpt", "test", capsys)
