@@ -19,7 +19,6 @@ import torch
 import yaml
 
 from espnet_mamba.config import ModelConfig, load_config
-from espnet_mamba.espnet.trainer import CHECKPOINT, PREVIOUS_CHECKPOINT
 from espnet_mamba.model import MambaHuBERTForPretraining
 
 FORMAT = "espnet_mamba"
@@ -67,7 +66,8 @@ def _read(path: Path) -> Tuple[Union[ModelConfig, dict], Dict[str, torch.Tensor]
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.is_dir():
         candidates = [path / n for n in ("valid.acc.best.pth", "valid.loss.best.pth")] + sorted(path.glob("*.pth"))
-        found = [p for p in candidates if p.exists() and p.name not in (CHECKPOINT, PREVIOUS_CHECKPOINT)]
+        # checkpoint.pth (ESPnet's) and checkpoint.prev.pth (ResumableTrainer's) hold training state
+        found = [p for p in candidates if p.exists() and not p.name.startswith("checkpoint.")]
         if not found:
             raise FileNotFoundError(f"no model .pth in {path}")
         path = found[0]

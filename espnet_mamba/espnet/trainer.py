@@ -8,8 +8,8 @@ epoch model missing or torn, and the final n-best averaging, which reads it, fai
 :class:`ResumableTrainer` keeps a copy of the last checkpoint while an epoch trains
 (``checkpoint.prev.pth``, written under a temporary name and renamed; removed when training
 ends). It resumes from that copy when ``checkpoint.pth`` is torn (the interrupted epoch is
-trained again), and writes a missing or torn epoch model from the checkpoint it resumes. A torn file is
-one without the zip directory that ``torch.save`` writes last.
+trained again), and writes a missing or torn epoch model from the checkpoint it resumes. A
+torn file is one without the zip directory that ``torch.save`` writes last.
 """
 
 import logging
