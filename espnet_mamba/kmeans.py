@@ -4,6 +4,8 @@ A label file is Kaldi-style text, ``utt_id l_1 l_2 ... l_T`` with one cluster id
 model frame; ``check_labels`` verifies one against the audio before training.
 """
 
+import logging
+import os
 from pathlib import Path
 from typing import Callable, Optional, Tuple, Union
 
@@ -13,7 +15,8 @@ import soundfile
 import torch
 from sklearn.cluster import MiniBatchKMeans
 
-from espnet_mamba.audio import iter_wav_scp, read_scp
+from espnet_mamba.atomic_write import write_atomically
+from espnet_mamba.audio import load_audio, read_scp, read_wav_scp
 from espnet_mamba.features import layer_features, mfcc_features, mfcc_label_rate
 from espnet_mamba.nn.feature_extractor import HUBERT_CONV_LAYERS, conv_output_lengths
 
@@ -32,26 +35,68 @@ def feature_function(kind: str, model=None, layer: Optional[int] = None) -> Tupl
 
 
 def dump_features(wav_scp: Union[str, Path], features: FeatureFn, out_dir: Union[str, Path],
-                  portion: float = 1.0, seed: int = 0) -> int:
-    """Features of a random ``portion`` of the utterances -> out_dir/feats.npy (frames, D)
-    and out_dir/lengths.tsv (utt_id frames). Returns the number of frames."""
+                  portion: float = 1.0, seed: int = 0, shard_utterances: int = 1000) -> int:
+    """Features of a random ``portion`` of the utterances, for :func:`load_features`.
+
+    Writes out_dir/shards/NNNNN.npy (frames, D) and NNNNN.tsv (utt_id frames) per
+    ``shard_utterances`` chosen utterances, then out_dir/lengths.tsv, the sign that the dump is
+    whole. Each file is written atomically, so a killed dump, run again with the same
+    arguments, keeps its finished shards and goes on from the first missing one. Only the
+    chosen utterances are read. Returns the number of frames."""
     if not 0 < portion <= 1:
         raise ValueError(f"portion must be in (0, 1], got {portion}")
-    entries = read_scp(wav_scp)
+    entries = read_wav_scp(wav_scp)
     rng = np.random.default_rng(seed)
-    chosen = {utt for utt, _ in entries if rng.random() < portion} or {entries[0][0]}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    chunks, lines = [], []
-    for utt_id, wav in iter_wav_scp(wav_scp):
-        if utt_id in chosen:
-            feats = features(wav).numpy().astype(np.float32)
-            chunks.append(feats)
-            lines.append(f"{utt_id} {len(feats)}\n")
-    stacked = np.concatenate(chunks)
-    np.save(out_dir / "feats.npy", stacked)
-    (out_dir / "lengths.tsv").write_text("".join(lines))
-    return len(stacked)
+    chosen = [(utt, path) for utt, path in entries.items() if rng.random() < portion] or [next(iter(entries.items()))]
+    shard_dir = Path(out_dir) / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index, start in enumerate(range(0, len(chosen), shard_utterances)):
+        shard = chosen[start : start + shard_utterances]
+        table = shard_dir / f"{index:05d}.tsv"
+        if not _shard_is_done(table, shard):
+            feats = [features(load_audio(path, utt)).numpy().astype(np.float32) for utt, path in shard]
+            write_atomically(shard_dir / f"{index:05d}.npy", lambda tmp: _save_npy(tmp, np.concatenate(feats)))
+            text = "".join(f"{utt} {len(f)}\n" for (utt, _), f in zip(shard, feats))
+            write_atomically(table, lambda tmp: tmp.write_text(text))
+            logging.info("features of %d/%d utterances -> %s", start + len(shard), len(chosen), shard_dir)
+        lines.append(table.read_text())
+    for stale in shard_dir.iterdir():  # shards of an earlier dump of more utterances
+        if int(stale.name.split(".")[0]) >= len(lines):
+            stale.unlink()
+    write_atomically(Path(out_dir) / "lengths.tsv", lambda tmp: tmp.write_text("".join(lines)))
+    return sum(int(line.split()[1]) for line in "".join(lines).splitlines())
+
+
+def _shard_is_done(table: Path, shard) -> bool:
+    """Whether an earlier dump finished this shard, with these utterances."""
+    if not table.exists():
+        return False
+    done = [line.split()[0] for line in table.read_text().splitlines()]
+    if done != [utt for utt, _ in shard]:
+        raise ValueError(f"{table} holds other utterances than this dump chooses (another wav.scp, portion or seed?); "
+                         f"remove {table.parent.parent} to dump again")
+    return True
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # np.save given a name would append ".npy" to it
+        np.save(f, array)
+
+
+def load_features(feats_dir: Union[str, Path]) -> np.ndarray:
+    """The frames of a finished :func:`dump_features`, (frames, D) float32, in one array
+    filled shard by shard (no second copy)."""
+    feats_dir = Path(feats_dir)
+    if not (feats_dir / "lengths.tsv").exists():
+        raise ValueError(f"{feats_dir} holds no finished feature dump (no lengths.tsv): run the dump (again)")
+    shards = [np.load(path, mmap_mode="r") for path in sorted((feats_dir / "shards").glob("*.npy"))]
+    out = np.empty((sum(len(s) for s in shards), shards[0].shape[1]), dtype=np.float32)
+    at = 0
+    for shard in shards:
+        out[at : at + len(shard)] = shard
+        at += len(shard)
+    return out
 
 
 def fit_kmeans(feats: np.ndarray, n_clusters: int, seed: int = 0, batch_size: int = 10000) -> MiniBatchKMeans:
@@ -66,7 +111,7 @@ def fit_kmeans(feats: np.ndarray, n_clusters: int, seed: int = 0, batch_size: in
 
 
 def save_kmeans(km: MiniBatchKMeans, path: Union[str, Path]) -> None:
-    joblib.dump(km, path)
+    write_atomically(Path(path), lambda tmp: joblib.dump(km, tmp))
 
 
 def load_kmeans(path: Union[str, Path]) -> MiniBatchKMeans:
@@ -78,13 +123,39 @@ def load_kmeans(path: Union[str, Path]) -> MiniBatchKMeans:
 
 def write_labels(wav_scp, features: FeatureFn, downsample: bool, km: MiniBatchKMeans,
                  out_path: Union[str, Path]) -> None:
-    """One line ``utt_id cluster ids...`` per utterance, at the model's 50 Hz frame rate."""
-    with open(out_path, "w", encoding="utf-8") as out:
-        for utt_id, wav in iter_wav_scp(wav_scp):
-            labels = torch.from_numpy(km.predict(features(wav).numpy().astype(np.float32)))
+    """One line ``utt_id cluster ids...`` per utterance, at the model's 50 Hz frame rate.
+
+    Lines go to ``out_path``.partial as they are made, and it is renamed to ``out_path`` at the
+    end. A killed run, run again, keeps the partial file's whole lines and goes on after them."""
+    out_path = Path(out_path)
+    partial = out_path.with_name(out_path.name + ".partial")
+    entries = read_wav_scp(wav_scp)
+    done = _labelled_utterances(partial, list(entries))
+    with open(partial, "a", encoding="utf-8") as out:
+        for utt_id, path in list(entries.items())[done:]:
+            labels = torch.from_numpy(km.predict(features(load_audio(path, utt_id)).numpy().astype(np.float32)))
             if downsample:
                 labels = mfcc_label_rate(labels)
             out.write(utt_id + " " + " ".join(map(str, labels.tolist())) + "\n")
+            out.flush()
+    os.replace(partial, out_path)
+
+
+def _labelled_utterances(partial: Path, utt_ids) -> int:
+    """How many utterances an earlier, killed label run finished: the whole lines of its
+    partial file, which is cut after them (a line torn by the kill is dropped)."""
+    if not partial.exists():
+        return 0
+    text = partial.read_text(encoding="utf-8")
+    whole = text[: text.rfind("\n") + 1]
+    done = [line.split(maxsplit=1)[0] for line in whole.splitlines()]
+    if done != utt_ids[: len(done)]:
+        raise ValueError(f"{partial} does not label the first utterances of this wav.scp in order; remove it")
+    if whole != text:
+        partial.write_text(whole, encoding="utf-8")
+    if done:
+        logging.info("%s: %d utterances labelled by an earlier run, going on after them", partial, len(done))
+    return len(done)
 
 
 def write_token_list(n_clusters: int, path: Union[str, Path]) -> None:

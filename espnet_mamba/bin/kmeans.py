@@ -12,7 +12,6 @@ import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from espnet_mamba import kmeans
@@ -69,10 +68,10 @@ def main(cmd=None):
         n = kmeans.dump_features(args.wav_scp, features, args.out_dir, args.portion)
         logging.info("dumped %d frames to %s", n, args.out_dir)
     elif args.command == "fit":
-        km = kmeans.fit_kmeans(np.load(Path(args.feats_dir) / "feats.npy"), args.n_clusters, args.seed)
+        km = kmeans.fit_kmeans(kmeans.load_features(args.feats_dir), args.n_clusters, args.seed)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        kmeans.save_kmeans(km, args.out)
         kmeans.write_token_list(args.n_clusters, Path(args.out).parent / "tokens.txt")
+        kmeans.save_kmeans(km, args.out)  # last: the recipe takes it as the sign that the fit is done
         logging.info("k-means with %d clusters, inertia %.4g -> %s", args.n_clusters, km.inertia_, args.out)
     elif args.command == "label":
         features, downsample = _features(args)

@@ -84,11 +84,14 @@ targets() {  # iteration n_clusters feature-args...
     local it=$1 k=$2; shift 2
     local feats=${dumpdir}/feats_iter${it} labels=${dumpdir}/labels_iter${it}
     log "iteration ${it}: features ($*) -> k-means (${k} clusters) -> labels in ${labels}"
+    # each step's output is written whole or not at all; run again after a kill, the stage skips
+    # the finished steps, and the dump and the labels go on where they stopped
     python -m espnet_mamba.bin.kmeans dump --wav_scp data/${train_set}/wav.scp "$@" \
         --portion "${kmeans_portion}" --device "${feature_device}" --out_dir "${feats}"
-    python -m espnet_mamba.bin.kmeans fit --feats_dir "${feats}" --n_clusters "${k}" --out "${labels}/km.joblib"
+    [ -f "${labels}/km.joblib" ] || python -m espnet_mamba.bin.kmeans fit --feats_dir "${feats}" \
+        --n_clusters "${k}" --out "${labels}/km.joblib"
     for dset in ${train_set} ${valid_set} ${test_sets}; do
-        python -m espnet_mamba.bin.kmeans label --wav_scp data/${dset}/wav.scp "$@" \
+        [ -f "${labels}/${dset}/text" ] || python -m espnet_mamba.bin.kmeans label --wav_scp data/${dset}/wav.scp "$@" \
             --device "${feature_device}" --km "${labels}/km.joblib" --out "${labels}/${dset}/text"
     done
     mark_done "${labels}"
