@@ -54,13 +54,14 @@ def dump_features(wav_scp: Union[str, Path], features: FeatureFn, out_dir: Union
     for index, start in enumerate(range(0, len(chosen), shard_utterances)):
         shard = chosen[start : start + shard_utterances]
         table = shard_dir / f"{index:05d}.tsv"
-        if not _shard_is_done(table, shard):
+        text = _finished_shard(table, shard)
+        if text is None:
             feats = [features(load_audio(path, utt)).numpy().astype(np.float32) for utt, path in shard]
             write_atomically(shard_dir / f"{index:05d}.npy", lambda tmp: _save_npy(tmp, np.concatenate(feats)))
             text = "".join(f"{utt} {len(f)}\n" for (utt, _), f in zip(shard, feats))
             write_atomically(table, lambda tmp: tmp.write_text(text))
             logging.info("features of %d/%d utterances -> %s", start + len(shard), len(chosen), shard_dir)
-        lines.append(table.read_text())
+        lines.append(text)
     for stale in shard_dir.iterdir():  # shards of an earlier dump of more utterances
         if int(stale.name.split(".")[0]) >= len(lines):
             stale.unlink()
@@ -68,15 +69,16 @@ def dump_features(wav_scp: Union[str, Path], features: FeatureFn, out_dir: Union
     return sum(int(line.split()[1]) for line in "".join(lines).splitlines())
 
 
-def _shard_is_done(table: Path, shard) -> bool:
-    """Whether an earlier dump finished this shard, with these utterances."""
+def _finished_shard(table: Path, shard) -> Optional[str]:
+    """The table of this shard where an earlier dump finished it, with these utterances; None
+    where it did not."""
     if not table.exists():
-        return False
-    done = [line.split()[0] for line in table.read_text().splitlines()]
-    if done != [utt for utt, _ in shard]:
+        return None
+    text = table.read_text()
+    if [line.split()[0] for line in text.splitlines()] != [utt for utt, _ in shard]:
         raise ValueError(f"{table} holds other utterances than this dump chooses (another wav.scp, portion or seed?); "
                          f"remove {table.parent.parent} to dump again")
-    return True
+    return text
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
