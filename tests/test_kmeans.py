@@ -71,9 +71,9 @@ def test_dump_reads_only_the_chosen_portion_and_refuses_shards_of_another_choice
     read = []
     load_audio = kmeans.load_audio
     monkeypatch.setattr(kmeans, "load_audio", lambda path, utt: read.append(utt) or load_audio(path, utt))
-    lines = kmeans.dump_features(wav_scp, mfcc_features, tmp_path / "feats", portion=0.5, seed=1)
+    frames = kmeans.dump_features(wav_scp, mfcc_features, tmp_path / "feats", portion=0.5, seed=1)
     chosen = [line.split()[0] for line in (tmp_path / "feats" / "lengths.tsv").read_text().splitlines()]
-    assert read == chosen and 0 < len(chosen) < 5 and lines > 0
+    assert read == chosen and 0 < len(chosen) < 5 and frames > 0
     with pytest.raises(ValueError, match="other utterances than this dump chooses"):
         kmeans.dump_features(wav_scp, mfcc_features, tmp_path / "feats", portion=1.0)
 
