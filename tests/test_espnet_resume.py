@@ -1,7 +1,8 @@
-"""ResumableTrainer: ESPnet SSL training that was killed while it wrote a checkpoint resumes.
+"""ResumableTrainer: ESPnet SSL training whose checkpoint save was cut short resumes.
 
 A tiny model trains two epochs on noise with fixed labels; each test copies that run, tears a
-file as a kill during ``torch.save`` would (the file cut short), and trains again.
+file as a kill during ``torch.save`` would (the file cut short) or as an error inside it would
+(a closed archive without its last tensors), and trains again.
 """
 
 import os
@@ -15,6 +16,7 @@ import pytest
 import soundfile
 import torch
 import yaml
+import zipfile
 from conftest import TINY_CNN
 
 from espnet_mamba.espnet.trainer import CHECKPOINT, PREVIOUS_CHECKPOINT, keep_previous_checkpoint
@@ -81,6 +83,26 @@ def _tear(path: Path) -> None:
     os.truncate(path, path.stat().st_size // 2)
 
 
+def _break_off_save(path: Path) -> None:
+    """Save ``path`` again with its second tensor's write failing, as on a full disk: torch.save
+    raises, and the archive it closes on the way out lacks that tensor and those after it."""
+    states = torch.load(path, map_location="cpu", weights_only=True)
+    write_record = torch._C.PyTorchFileWriter.write_record
+
+    def fail_at_second_tensor(writer, name, *args):
+        if name.endswith("data/1"):
+            raise OSError(28, "No space left on device")
+        return write_record(writer, name, *args)
+
+    torch._C.PyTorchFileWriter.write_record = fail_at_second_tensor
+    try:
+        with pytest.raises(OSError, match="No space left"):
+            torch.save(states, path)
+    finally:
+        torch._C.PyTorchFileWriter.write_record = write_record
+    assert zipfile.is_zipfile(path)  # a readable directory: only the missing records tell
+
+
 def _epoch(checkpoint: Path) -> int:
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["reporter"]["epoch"]
 
@@ -102,10 +124,11 @@ def test_training_checkpoints_are_not_taken_for_a_model(run_copy):
         load_pretrained(run_copy)
 
 
-def test_torn_checkpoint_resumes_from_the_previous_one(run_copy):
+@pytest.mark.parametrize("damage", [_tear, _break_off_save])
+def test_torn_checkpoint_resumes_from_the_previous_one(run_copy, damage):
     keep_previous_checkpoint(run_copy)  # as at the start of epoch 3
     assert _epoch(run_copy / PREVIOUS_CHECKPOINT) == 2
-    _tear(run_copy / CHECKPOINT)  # killed while epoch 3 was saved
+    damage(run_copy / CHECKPOINT)  # killed, or failed, while epoch 3 was saved
     log = _train(run_copy, max_epoch=3)
     assert f"{run_copy / CHECKPOINT} is torn" in log
     assert f"The training was resumed using {run_copy / PREVIOUS_CHECKPOINT}" in log
@@ -120,7 +143,7 @@ def test_torn_first_checkpoint_trains_from_the_start(run_copy):
     assert "1epoch results" in log and _epoch(run_copy / CHECKPOINT) == 2
 
 
-@pytest.mark.parametrize("damage", [_tear, Path.unlink])
+@pytest.mark.parametrize("damage", [_tear, _break_off_save, Path.unlink])
 def test_torn_or_missing_epoch_model_is_written_from_the_checkpoint(run_copy, damage):
     epoch_model = run_copy / "2epoch.pth"
     damage(epoch_model)  # killed after checkpoint.pth, while or before 2epoch.pth was saved

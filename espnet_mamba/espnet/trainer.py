@@ -9,10 +9,13 @@ epoch model missing or torn, and the final n-best averaging, which reads it, fai
 (``checkpoint.prev.pth``, written under a temporary name and renamed; removed when training
 ends). It resumes from that copy when ``checkpoint.pth`` is torn (the interrupted epoch is
 trained again), and writes a missing or torn epoch model from the checkpoint it resumes. A
-torn file is one without the zip directory that ``torch.save`` writes last.
+torn file is one that ``torch.save`` did not finish: a kill leaves it without the zip directory,
+which is written last; an exception inside ``torch.save`` (a full disk) leaves a closed archive
+that lacks the records after the failed one.
 """
 
 import logging
+import pickle
 import shutil
 import zipfile
 from pathlib import Path
@@ -27,8 +30,17 @@ PREVIOUS_CHECKPOINT = "checkpoint.prev.pth"
 
 
 def _is_complete(path: Path) -> bool:
-    """Whether ``torch.save`` finished writing ``path`` (its zip directory is written last)."""
-    return zipfile.is_zipfile(path)
+    """Whether ``torch.save`` finished writing ``path``: it is a zip archive (the directory is
+    written last) that holds every record its pickle refers to. The records are mapped, not read."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except pickle.UnpicklingError:  # an object weights_only refuses: ESPnet's resume says so itself
+        return True
+    except RuntimeError:  # "PytorchStreamReader failed locating file data/N"
+        return False
+    return True
 
 
 def keep_previous_checkpoint(output_dir: Path) -> None:
@@ -60,11 +72,11 @@ class ResumableTrainer(Trainer):
             previous = checkpoint.with_name(PREVIOUS_CHECKPOINT)
             if not _is_complete(previous):
                 logging.warning(
-                    f"{checkpoint} is torn (the run was killed while writing it) and there is no earlier "
+                    f"{checkpoint} is torn (a kill or an error cut its save short) and there is no earlier "
                     f"{PREVIOUS_CHECKPOINT}: training starts again from epoch 1"
                 )
                 return
-            logging.warning(f"{checkpoint} is torn (the run was killed while writing it): resuming from {previous}")
+            logging.warning(f"{checkpoint} is torn (a kill or an error cut its save short): resuming from {previous}")
             checkpoint = previous
         Trainer.resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu=ngpu, strict=strict)
         epoch_model = checkpoint.parent / f"{reporter.get_epoch()}epoch.pth"
