@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,6 @@ import pytest
 import soundfile
 import torch
 import yaml
-import zipfile
 from conftest import TINY_CNN
 
 from espnet_mamba.espnet.trainer import CHECKPOINT, PREVIOUS_CHECKPOINT, keep_previous_checkpoint
