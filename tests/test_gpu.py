@@ -471,6 +471,43 @@ def test_first_cnn_layer_in_inference_as_one_kernel_matches_the_eager_layer(auto
     assert error < limit, error
 
 
+def test_first_cnn_layer_past_32_bit_offsets_runs_the_eager_layer():
+    """2**22 frames x 512 channels overrun the waveform kernel's and the LayerNorm + GELU
+    kernel's 32-bit offsets (1310 s of audio at batch 1): the layer runs its PyTorch ops instead
+    of raising, and its first frames are those of the kernel on a short prefix."""
+    from espnet_mamba.nn.feature_extractor import ConvLayer
+
+    torch.manual_seed(0)
+    layer = ConvLayer(1, 512, 10, 5, "layer_norm", bias=False).to(DEVICE)
+    x = torch.randn(1, 5 * (2**22 - 1) + 10, 1, device=DEVICE)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        assert not layer._runs_waveform_kernel(x) and layer._runs_waveform_kernel(x[:, :10000])
+        whole = layer(x)
+        prefix = layer(x[:, :10000])
+    assert whole.shape == (1, 2**22, 512) and whole.dtype == torch.bfloat16
+    error = ((whole[:, :1999].float() - prefix.float()).abs().max() / prefix.float().abs().max()).item()
+    assert error < 2e-2, error
+
+
+@pytest.mark.parametrize("mode", ["group_norm", "layer_norm"])
+def test_cnn_in_inference_runs_time_segments_on_the_kernels(mode):
+    """Without autograd on CUDA the frame-wise layers run in time segments, in layer_norm mode
+    the first layer's one kernel on views of the padded waveform: the frames of one pass with
+    autograd (the eager first layer), within its TF32 product's error."""
+    from espnet_mamba.nn.feature_extractor import FeatureExtractor
+
+    torch.manual_seed(0)
+    cnn = FeatureExtractor(mode, conv_bias=True).to(DEVICE)
+    wavs = torch.randn(2, 48000, device=DEVICE)
+    lengths = torch.tensor([48000, 30000], device=DEVICE)
+    whole, _ = cnn(wavs, lengths)
+    cnn.segment_frames = 40  # 149 frames: 4 segments
+    with torch.no_grad():
+        segmented, _ = cnn(wavs, lengths)
+    error = ((segmented - whole.detach()).abs().max() / whole.detach().abs().max()).item()
+    assert error < (5e-3 if mode == "layer_norm" else 1e-5), error
+
+
 @pytest.mark.parametrize("channels", [512, 300])
 def test_layer_norm_gelu_kernel_matches_torch_under_autocast(channels):
     """The CNN's LayerNorm + GELU kernel on bfloat16 conv outputs, as autocast runs the

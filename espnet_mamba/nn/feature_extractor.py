@@ -9,9 +9,10 @@ Two normalisation modes, as in fairseq and torchaudio:
   and streamable.
 """
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from espnet_mamba.ops import layer_norm_gelu, waveform_conv_layer_norm_gelu
-from espnet_mamba.ops.backend import autocast_dtype, needs_autograd, use_triton
+from espnet_mamba.ops.backend import KERNEL_MAX_ELEMENTS, autocast_dtype, needs_autograd, use_triton
 
 HUBERT_CONV_LAYERS = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 MIN_SAMPLES = 400  # receptive field of one output frame
@@ -61,7 +62,8 @@ class ConvLayer(nn.Module):
     tensors of long inputs, are stored in bfloat16. On CUDA, LayerNorm and GELU run eagerly as
     one Triton kernel (:mod:`espnet_mamba.ops.layer_norm_gelu`), and in the first layer in
     inference the conv runs inside that kernel too, so its output is never stored; under
-    torch.compile Inductor fuses them instead. The parameters are those of ``nn.Conv1d``
+    torch.compile Inductor fuses them instead. Tensors of ``KERNEL_MAX_ELEMENTS`` or more,
+    which the kernels cannot address, take the PyTorch ops. The parameters are those of ``nn.Conv1d``
     (fairseq/torchaudio names).
     """
 
@@ -83,7 +85,8 @@ class ConvLayer(nn.Module):
             return waveform_conv_layer_norm_gelu(x[..., 0], self.conv.weight, self.conv.bias, self.stride,
                                                  norm.weight, norm.bias, norm.eps, autocast_dtype(x))  # fmt: skip
         x = self._convolve(x)
-        if self.norm_type == "layer_norm" and not torch.compiler.is_compiling() and use_triton("auto", x, "cnn_norm"):
+        if (self.norm_type == "layer_norm" and not torch.compiler.is_compiling() and x.numel() < KERNEL_MAX_ELEMENTS
+                and use_triton("auto", x, "cnn_norm")):  # fmt: skip
             norm = self.layer_norm
             return layer_norm_gelu(x, norm.weight, norm.bias, norm.eps)  # one pass, in x's dtype
         dtype = x.dtype  # bfloat16 under autocast: the next layer's product reads it so anyway
@@ -101,9 +104,11 @@ class ConvLayer(nn.Module):
         """Whether the first layer of the causal CNN runs as one Triton kernel, conv included
         (:func:`~espnet_mamba.ops.layer_norm_gelu.waveform_conv_layer_norm_gelu`): CUDA,
         inference (no gradient of the waveform or the layer's parameters), samples at unit
-        stride, at least one frame, and not under torch.compile."""
-        return (self.norm_type == "layer_norm" and self.conv.in_channels == 1 and x.shape[1] >= self.kernel
-                and x.stride(1) == 1 and not needs_autograd(x, *self.parameters()) and not torch.compiler.is_compiling()
+        stride, at least one frame, offsets within 32 bits, and not under torch.compile."""
+        frames = (x.shape[1] - self.kernel) // self.stride + 1
+        return (self.norm_type == "layer_norm" and self.conv.in_channels == 1 and frames >= 1 and x.stride(1) == 1
+                and max(x.shape[0] * frames * self.conv.out_channels, x.shape[0] * x.stride(0)) < KERNEL_MAX_ELEMENTS
+                and not needs_autograd(x, *self.parameters()) and not torch.compiler.is_compiling()
                 and use_triton("auto", x, "cnn_first_layer"))  # fmt: skip
 
     def _convolve(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,6 +164,14 @@ class FeatureExtractor(nn.Module):
             LayerNorm CNN's step at 320 s took 48 ms with them, against 77 ms with 1024-frame
             segments (113 ms under cuDNN's deterministic mode, ESPnet's default), for 1.9 GB
             more memory.
+
+    Without autograd (inference, a frozen upstream) the same layers run over the same time
+    segments, so only one segment's activations are alive: at 640 s the CNN's first outputs
+    alone would be 2M frames x 512 channels. The segments also keep the Triton kernels' tensors
+    within their 32-bit offsets at any length of audio; where a layer's tensors overrun them
+    (a batch of 16 or more segments of 4096 frames), it runs its PyTorch ops instead. With
+    autograd and without ``recompute`` the layers run over the whole input, whose activations
+    are kept anyway.
     """
 
     segment_frames = 4096
@@ -198,21 +211,27 @@ class FeatureExtractor(nn.Module):
             first = layers.pop(0)
             first_lengths = None if lengths is None else conv_output_lengths(lengths, self.layer_specs[:1])
             x = checkpoint(first, x, first_lengths, use_reentrant=False) if recompute else first(x, first_lengths)
-        x = self._run_segments(layers, x) if recompute else _run_layers(layers, x)
+        if recompute:
+            x = self._run_segments(layers, x, functools.partial(checkpoint, _run_layers, use_reentrant=False))
+        elif needs_autograd(x, *self.parameters()) or torch.compiler.is_compiling():
+            x = _run_layers(layers, x)
+        else:  # inference: the activations of one segment at a time, not of the whole input
+            x = self._run_segments(layers, x, _run_layers)
         return x, None if lengths is None else self.output_lengths(lengths)
 
-    def _run_segments(self, layers: List["ConvLayer"], x: torch.Tensor) -> torch.Tensor:
-        """Frame-wise layers over (batch, L, C_in) in checkpointed segments of output frames."""
+    def _run_segments(self, layers: List["ConvLayer"], x: torch.Tensor, run: Callable) -> torch.Tensor:
+        """Frame-wise layers over (batch, L, C_in), ``run(layers, segment)`` on each time segment
+        of ``segment_frames`` output frames."""
         field = receptive_field([(0, layer.kernel, layer.stride) for layer in layers])
         stride = math.prod(layer.stride for layer in layers)
         frames = (x.shape[1] - field) // stride + 1
         if frames <= self.segment_frames:
-            return checkpoint(_run_layers, layers, x, use_reentrant=False)
+            return run(layers, x)
         segments = [
             x[:, start * stride : (min(start + self.segment_frames, frames) - 1) * stride + field]
             for start in range(0, frames, self.segment_frames)
         ]  # each exactly the samples its frames see
-        return torch.cat([checkpoint(_run_layers, layers, seg, use_reentrant=False) for seg in segments], 1)
+        return torch.cat([run(layers, seg) for seg in segments], 1)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> ConvStreamState:
         if self.mode != "layer_norm":

@@ -40,6 +40,10 @@ CHUNKED_SCAN_MIN_FRAMES = 400
 # mamba-ssm's mamba_inner_fn (docs/benchmarks.md, "The chunked scan in training")
 CHUNKED_SCAN_MIN_TRAIN_FRAMES = 4096
 
+# Our Triton kernels index with 32-bit offsets: each tensor they address has fewer elements
+# than this (each kernel's wrapper raises ValueError otherwise)
+KERNEL_MAX_ELEMENTS = 2**31
+
 _logger = logging.getLogger("espnet_mamba.ops")
 _logged = set()
 

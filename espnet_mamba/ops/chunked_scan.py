@@ -47,7 +47,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from espnet_mamba.ops.backend import needs_autograd, require_triton, triton_available
+from espnet_mamba.ops.backend import KERNEL_MAX_ELEMENTS, needs_autograd, require_triton, triton_available
 
 if triton_available():
     import triton
@@ -550,7 +550,7 @@ def chunked_selective_scan(
                              f"got {tuple(t.shape)} strides {t.stride()}")  # fmt: skip
     # The kernels index with 32-bit offsets; the largest tensors are (batch, L, E) and, in the
     # backward, the shares of dB and dC, (batch, L, E / 32, N)
-    if batch * length * max(channels, -(-channels // 32) * states) >= 2**31:
+    if batch * length * max(channels, -(-channels // 32) * states) >= KERNEL_MAX_ELEMENTS:
         raise ValueError(f"the chunked scan indexes with 32-bit offsets: {batch} x {length} frames x {channels} "
                          "channels are too many at once; split the batch")  # fmt: skip
     launch = dict(block_e=block_e, num_warps=num_warps)

@@ -32,7 +32,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from espnet_mamba.ops.backend import needs_autograd, require_triton, triton_available
+from espnet_mamba.ops.backend import KERNEL_MAX_ELEMENTS, needs_autograd, require_triton, triton_available
 
 if triton_available():
     import triton
@@ -110,35 +110,39 @@ if triton_available():
 
     @triton.jit
     def _waveform_conv(
-        wav_ptr, conv_w_ptr, conv_b_ptr, r, rows, frames, wav_stride, c,
-        STRIDE: tl.constexpr, KERNEL: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+        wav_ptr, conv_w_ptr, conv_b_ptr, r, rows, frames, wav_stride, c, C: tl.constexpr,
+        STRIDE: tl.constexpr, KERNEL: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr,
     ):  # fmt: skip
         """Rows r (batch * frames + frame) of the first conv's output, float32 (BLOCK_R, BLOCK_C):
-        the product of their windows of samples (BLOCK_R, BLOCK_K), zeros past the kernel, and
-        the conv's weight (BLOCK_K, BLOCK_C), zero-padded, float32, in TF32 on the tensor cores;
-        plus the bias (BLOCK_C,)."""
+        the product of their windows of samples (BLOCK_R, BLOCK_K) and the conv's weight (C, 1,
+        KERNEL) read as (BLOCK_K, BLOCK_C), both zero past the kernel and the channels, in
+        float32 on the tensor cores (TF32); plus the bias."""
         k = tl.arange(0, BLOCK_K)
         start = (r // frames) * wav_stride + (r % frames) * STRIDE
         ok = (r < rows)[:, None] & (k < KERNEL)[None, :]
         windows = tl.load(wav_ptr + start[:, None] + k[None, :], mask=ok, other=0.0).to(tl.float32)
-        weight = tl.load(conv_w_ptr + k[:, None] * BLOCK_C + c[None, :])
-        return tl.dot(windows, weight, input_precision="tf32") + tl.load(conv_b_ptr + c)[None, :]
+        taps = (k < KERNEL)[:, None] & (c < C)[None, :]
+        weight = tl.load(conv_w_ptr + c[None, :] * KERNEL + k[:, None], mask=taps, other=0.0).to(tl.float32)
+        x = tl.dot(windows, weight, input_precision="tf32")
+        if HAS_BIAS:
+            x += tl.load(conv_b_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :]
+        return x
 
     @triton.jit
     def _conv_layer_norm_gelu(
         wav_ptr, conv_w_ptr, conv_b_ptr, w_ptr, b_ptr, y_ptr, rows, frames, wav_stride, eps,
         C: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, STRIDE: tl.constexpr, KERNEL: tl.constexpr,
-        BLOCK_K: tl.constexpr,
+        BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr,
     ):  # fmt: skip
         """Program (row block): the first layer's y = gelu(w x_hat + b) for BLOCK_R rows, with x
         the conv of the waveform, never stored."""
         r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
         c = tl.arange(0, BLOCK_C)
         ok = (r < rows)[:, None] & (c < C)[None, :]
-        x = _waveform_conv(wav_ptr, conv_w_ptr, conv_b_ptr, r, rows, frames, wav_stride, c, STRIDE, KERNEL,
-                           BLOCK_K, BLOCK_C)  # fmt: skip
-        w = tl.load(w_ptr + c, mask=c < C, other=0.0)
-        b = tl.load(b_ptr + c, mask=c < C, other=0.0)
+        x = _waveform_conv(wav_ptr, conv_w_ptr, conv_b_ptr, r, rows, frames, wav_stride, c, C, STRIDE, KERNEL,
+                           BLOCK_K, HAS_BIAS)  # fmt: skip
+        w = tl.load(w_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+        b = tl.load(b_ptr + c, mask=c < C, other=0.0).to(tl.float32)
         y, _, _ = _gelu_of_norm(x, ok, w, b, eps, C)
         tl.store(y_ptr + r[:, None] * C + c[None, :], y.to(y_ptr.dtype.element_ty), mask=ok)
 
@@ -202,7 +206,7 @@ def layer_norm_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e
                          f"got {tuple(weight.shape)} and {tuple(bias.shape)}")  # fmt: skip
     if x.numel() == 0:
         return F.gelu(F.layer_norm(x, (channels,), weight, bias, eps))
-    if x.numel() >= 2**31:
+    if x.numel() >= KERNEL_MAX_ELEMENTS:
         raise ValueError(f"the LayerNorm + GELU kernel indexes with 32-bit offsets: x of shape {tuple(x.shape)} "
                          "has too many elements; split the batch")  # fmt: skip
     keep_stats = needs_autograd(x, weight, bias)  # for the backward: each row's mean and rstd
@@ -263,20 +267,14 @@ def waveform_conv_layer_norm_gelu(
     frames = (samples - kernel) // stride + 1
     if frames < 1:
         raise ValueError(f"{samples} samples are fewer than the conv's kernel of {kernel}")
-    if batch * frames * channels >= 2**31 or batch * wav.stride(0) >= 2**31:
+    if batch * frames * channels >= KERNEL_MAX_ELEMENTS or batch * wav.stride(0) >= KERNEL_MAX_ELEMENTS:
         raise ValueError(f"the waveform conv kernel indexes with 32-bit offsets: wav of shape {tuple(wav.shape)} "
                          "gives too many frames; split the batch")  # fmt: skip
-    block_c, block_k = max(16, triton.next_power_of_2(channels)), max(16, triton.next_power_of_2(kernel))
-    f32 = dict(device=wav.device, dtype=torch.float32)
-    conv_w = torch.zeros(block_k, block_c, **f32)  # (taps, channels), zero-padded
-    conv_w[:kernel, :channels] = conv_weight[:, 0].t()
-    conv_b = torch.zeros(block_c, **f32)
-    if conv_bias is not None:
-        conv_b[:channels] = conv_bias
     y = torch.empty(batch, frames, channels, device=wav.device, dtype=dtype or wav.dtype)
     _conv_layer_norm_gelu[(triton.cdiv(batch * frames, _CONV_BLOCK_R),)](
-        wav, conv_w, conv_b, weight.float().contiguous(), bias.float().contiguous(), y, batch * frames, frames,
-        wav.stride(0), eps, C=channels, BLOCK_C=block_c, BLOCK_R=_CONV_BLOCK_R, STRIDE=stride, KERNEL=kernel,
-        BLOCK_K=block_k, num_warps=_CONV_NUM_WARPS,
+        wav, conv_weight.contiguous(), conv_bias, weight.contiguous(), bias.contiguous(), y, batch * frames, frames,
+        wav.stride(0), eps, C=channels, BLOCK_C=max(16, triton.next_power_of_2(channels)), BLOCK_R=_CONV_BLOCK_R,
+        STRIDE=stride, KERNEL=kernel, BLOCK_K=max(16, triton.next_power_of_2(kernel)), HAS_BIAS=conv_bias is not None,
+        num_warps=_CONV_NUM_WARPS,
     )  # fmt: skip
     return y
