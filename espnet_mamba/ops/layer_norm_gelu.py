@@ -272,9 +272,9 @@ def waveform_conv_layer_norm_gelu(
                          "gives too many frames; split the batch")  # fmt: skip
     y = torch.empty(batch, frames, channels, device=wav.device, dtype=dtype or wav.dtype)
     _conv_layer_norm_gelu[(triton.cdiv(batch * frames, _CONV_BLOCK_R),)](
-        wav, conv_weight.contiguous(), conv_bias, weight.contiguous(), bias.contiguous(), y, batch * frames, frames,
-        wav.stride(0), eps, C=channels, BLOCK_C=max(16, triton.next_power_of_2(channels)), BLOCK_R=_CONV_BLOCK_R,
-        STRIDE=stride, KERNEL=kernel, BLOCK_K=max(16, triton.next_power_of_2(kernel)), HAS_BIAS=conv_bias is not None,
-        num_warps=_CONV_NUM_WARPS,
+        wav, conv_weight.contiguous(), conv_weight if conv_bias is None else conv_bias, weight.contiguous(),
+        bias.contiguous(), y, batch * frames, frames, wav.stride(0), eps, C=channels,
+        BLOCK_C=max(16, triton.next_power_of_2(channels)), BLOCK_R=_CONV_BLOCK_R, STRIDE=stride, KERNEL=kernel,
+        BLOCK_K=max(16, triton.next_power_of_2(kernel)), HAS_BIAS=conv_bias is not None, num_warps=_CONV_NUM_WARPS,
     )  # fmt: skip
     return y
