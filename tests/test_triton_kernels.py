@@ -276,12 +276,15 @@ def test_chunked_scan_is_chosen_by_length_and_where_mamba_ssm_is_missing(monkeyp
     assert not backend.use_chunked_scan("torch", long, needs_grad=False)
 
 
-def test_grouped_conv_refuses_bad_shapes():
+def test_grouped_conv_refuses_bad_shapes_and_32_bit_overflow():
     x, w, b = torch.randn(1, 20, 8), torch.randn(8, 4, 3), torch.zeros(8)
     with pytest.raises(ValueError, match="unit stride on D"):
         grouped_conv1d(x, w, b, groups=4)
     with pytest.raises(ValueError, match="fewer than the 3 taps"):
         grouped_conv1d(x[:, :2], w, b, groups=2)
+    huge = torch.zeros(1, 1, 8).expand(2**14, 2**14, 8)  # 2^31 elements, no memory
+    with pytest.raises(ValueError, match="32-bit offsets"):
+        grouped_conv1d(huge, torch.zeros(8, 2, 3), b, groups=4)
 
 
 def test_depthwise_conv_refuses_bad_shapes_and_32_bit_overflow():

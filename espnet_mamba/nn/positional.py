@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
 from espnet_mamba.ops import grouped_conv1d, triton_available
-from espnet_mamba.ops.backend import autocast_dtype
+from espnet_mamba.ops.backend import KERNEL_MAX_ELEMENTS, autocast_dtype
 
 
 class ConvPositionalEmbedding(nn.Module):
@@ -41,10 +41,13 @@ class ConvPositionalEmbedding(nn.Module):
 
         On CUDA the conv runs our Triton kernels (:mod:`espnet_mamba.ops.grouped_conv`, with
         a backward pass) on products in the autocast dtype, or in TF32 where cuDNN may use it.
-        Elsewhere (CPU, exact float32, or no Triton) it is nn.Conv1d in float32.
+        Elsewhere (CPU, exact float32, no Triton, or inputs past the kernels' 32-bit offsets) it
+        is nn.Conv1d in float32.
         """
         dtype = autocast_dtype(x)
-        if x.is_cuda and triton_available() and (dtype != torch.float32 or torch.backends.cudnn.allow_tf32):
+        padded_elements = x.shape[0] * (x.shape[1] + self.kernel_size - 1) * x.shape[2]
+        if (x.is_cuda and triton_available() and (dtype != torch.float32 or torch.backends.cudnn.allow_tf32)
+                and padded_elements < KERNEL_MAX_ELEMENTS):  # fmt: skip
             padded = F.pad(x.to(dtype), (0, 0, *self._pad()))
             return F.gelu(grouped_conv1d(padded, self.conv.weight, self.conv.bias, self.groups))
         with torch.autocast("cuda", enabled=False) if x.is_cuda else contextlib.nullcontext():
