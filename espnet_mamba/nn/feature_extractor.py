@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from espnet_mamba.ops import layer_norm_gelu, waveform_conv_layer_norm_gelu
-from espnet_mamba.ops.backend import KERNEL_MAX_ELEMENTS, autocast_dtype, needs_autograd, use_triton
+from espnet_mamba.ops.backend import (
+    KERNEL_MAX_ELEMENTS, autocast_dtype, fits_32_bit_offsets, needs_autograd, use_triton,
+)  # fmt: skip
 
 HUBERT_CONV_LAYERS = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 MIN_SAMPLES = 400  # receptive field of one output frame
@@ -62,8 +64,8 @@ class ConvLayer(nn.Module):
     tensors of long inputs, are stored in bfloat16. On CUDA, LayerNorm and GELU run eagerly as
     one Triton kernel (:mod:`espnet_mamba.ops.layer_norm_gelu`), and in the first layer in
     inference the conv runs inside that kernel too, so its output is never stored; under
-    torch.compile Inductor fuses them instead. Tensors of ``KERNEL_MAX_ELEMENTS`` or more,
-    which the kernels cannot address, take the PyTorch ops. The parameters are those of ``nn.Conv1d``
+    torch.compile Inductor fuses them instead. Tensors past the kernels' 32-bit offsets
+    (``KERNEL_MAX_ELEMENTS``) take the PyTorch ops. The parameters are those of ``nn.Conv1d``
     (fairseq/torchaudio names).
     """
 
@@ -85,7 +87,7 @@ class ConvLayer(nn.Module):
             return waveform_conv_layer_norm_gelu(x[..., 0], self.conv.weight, self.conv.bias, self.stride,
                                                  norm.weight, norm.bias, norm.eps, autocast_dtype(x))  # fmt: skip
         x = self._convolve(x)
-        if (self.norm_type == "layer_norm" and not torch.compiler.is_compiling() and x.numel() < KERNEL_MAX_ELEMENTS
+        if (self.norm_type == "layer_norm" and not torch.compiler.is_compiling() and fits_32_bit_offsets(x)
                 and use_triton("auto", x, "cnn_norm")):  # fmt: skip
             norm = self.layer_norm
             return layer_norm_gelu(x, norm.weight, norm.bias, norm.eps)  # one pass, in x's dtype
@@ -107,7 +109,7 @@ class ConvLayer(nn.Module):
         stride, at least one frame, offsets within 32 bits, and not under torch.compile."""
         frames = (x.shape[1] - self.kernel) // self.stride + 1
         return (self.norm_type == "layer_norm" and self.conv.in_channels == 1 and frames >= 1 and x.stride(1) == 1
-                and max(x.shape[0] * frames * self.conv.out_channels, x.shape[0] * x.stride(0)) < KERNEL_MAX_ELEMENTS
+                and x.shape[0] * frames * self.conv.out_channels < KERNEL_MAX_ELEMENTS and fits_32_bit_offsets(x)
                 and not needs_autograd(x, *self.parameters()) and not torch.compiler.is_compiling()
                 and use_triton("auto", x, "cnn_first_layer"))  # fmt: skip
 

@@ -98,6 +98,15 @@ def needs_autograd(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+def fits_32_bit_offsets(*tensors: torch.Tensor) -> bool:
+    """Whether our Triton kernels can address each tensor: its elements, and the span of its
+    strides (a view may reach into a larger tensor), below ``KERNEL_MAX_ELEMENTS``."""
+    return all(
+        max(t.numel(), 1 + sum((n - 1) * step for n, step in zip(t.shape, t.stride()))) < KERNEL_MAX_ELEMENTS
+        for t in tensors
+    )
+
+
 def autocast_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype of a product on x, as our kernels give it: CUDA's autocast dtype where autocast
     is on, x's dtype elsewhere."""

@@ -27,7 +27,7 @@ from typing import Optional
 
 import torch
 
-from espnet_mamba.ops.backend import KERNEL_MAX_ELEMENTS, require_triton, triton_available
+from espnet_mamba.ops.backend import fits_32_bit_offsets, require_triton, triton_available
 
 if triton_available():
     import triton
@@ -176,8 +176,7 @@ def depthwise_conv1d_silu(
     require_triton("the depthwise conv kernel")
     if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[2]:
         raise ValueError(f"x (batch, L, E) and weight (E, K) expected, got {tuple(x.shape)} and {tuple(weight.shape)}")
-    # The kernels index with 32-bit offsets: the output is dense, x may be a view of a larger tensor
-    if max(x.numel(), 1 + sum((n - 1) * step for n, step in zip(x.shape, x.stride()))) >= KERNEL_MAX_ELEMENTS:
+    if not fits_32_bit_offsets(x):  # the output is dense, x may be a view of a larger tensor
         raise ValueError(f"the depthwise conv kernel indexes with 32-bit offsets: x of shape {tuple(x.shape)} "
                          f"and strides {x.stride()} spans too many elements; split the batch")  # fmt: skip
     return _DepthwiseConvSilu.apply(x, weight.contiguous(), bias, silu, block_t, block_c)

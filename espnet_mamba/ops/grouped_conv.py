@@ -19,7 +19,7 @@ Under ``TRITON_INTERPRET=1`` the kernels run on CPU tensors (the tests use this)
 
 import torch
 
-from espnet_mamba.ops.backend import KERNEL_MAX_ELEMENTS, require_triton, triton_available
+from espnet_mamba.ops.backend import fits_32_bit_offsets, require_triton, triton_available
 
 if triton_available():
     import triton
@@ -161,8 +161,7 @@ def grouped_conv1d(
                          f"expected, got {tuple(x.shape)} strides {x.stride()} and {tuple(weight.shape)}")  # fmt: skip
     if x.shape[1] < taps:
         raise ValueError(f"x has {x.shape[1]} frames, fewer than the {taps} taps of the conv")
-    # the kernels index with 32-bit offsets: the output is dense, x may be a view of a larger tensor
-    if max(x.numel(), 1 + sum((n - 1) * step for n, step in zip(x.shape, x.stride()))) >= KERNEL_MAX_ELEMENTS:
+    if not fits_32_bit_offsets(x):  # the output is dense, x may be a view of a larger tensor
         raise ValueError(f"the grouped conv kernel indexes with 32-bit offsets: x of shape {tuple(x.shape)} "
                          "is too large; split the batch")  # fmt: skip
     return _GroupedConv1d.apply(x, weight, bias, groups, block_t, num_warps, num_stages)

@@ -32,7 +32,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from espnet_mamba.ops.backend import KERNEL_MAX_ELEMENTS, needs_autograd, require_triton, triton_available
+from espnet_mamba.ops.backend import (
+    KERNEL_MAX_ELEMENTS, fits_32_bit_offsets, needs_autograd, require_triton, triton_available,
+)  # fmt: skip
 
 if triton_available():
     import triton
@@ -206,7 +208,7 @@ def layer_norm_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e
                          f"got {tuple(weight.shape)} and {tuple(bias.shape)}")  # fmt: skip
     if x.numel() == 0:
         return F.gelu(F.layer_norm(x, (channels,), weight, bias, eps))
-    if x.numel() >= KERNEL_MAX_ELEMENTS:
+    if not fits_32_bit_offsets(x):
         raise ValueError(f"the LayerNorm + GELU kernel indexes with 32-bit offsets: x of shape {tuple(x.shape)} "
                          "has too many elements; split the batch")  # fmt: skip
     keep_stats = needs_autograd(x, weight, bias)  # for the backward: each row's mean and rstd
@@ -267,7 +269,7 @@ def waveform_conv_layer_norm_gelu(
     frames = (samples - kernel) // stride + 1
     if frames < 1:
         raise ValueError(f"{samples} samples are fewer than the conv's kernel of {kernel}")
-    if batch * frames * channels >= KERNEL_MAX_ELEMENTS or batch * wav.stride(0) >= KERNEL_MAX_ELEMENTS:
+    if batch * frames * channels >= KERNEL_MAX_ELEMENTS or not fits_32_bit_offsets(wav):
         raise ValueError(f"the waveform conv kernel indexes with 32-bit offsets: wav of shape {tuple(wav.shape)} "
                          "gives too many frames; split the batch")  # fmt: skip
     y = torch.empty(batch, frames, channels, device=wav.device, dtype=dtype or wav.dtype)

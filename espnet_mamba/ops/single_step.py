@@ -22,7 +22,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from espnet_mamba.ops.backend import KERNEL_MAX_ELEMENTS, needs_autograd, require_triton, triton_available
+from espnet_mamba.ops.backend import fits_32_bit_offsets, needs_autograd, require_triton, triton_available
 
 _CONV_BLOCK_C = 256  # channels a program: mamba_base's 2304 in 9 programs a sequence
 _STATE_BLOCK_E = 32  # channels a program, each with its (padded) states: 32 x 32 at d_state 24
@@ -101,7 +101,7 @@ def _check_runnable(what: str, *tensors: Optional[torch.Tensor]) -> None:
     if needs_autograd(*tensors):
         raise ValueError(f"the {what} kernel computes no gradients; under autograd run the PyTorch step, or call "
                          "it under torch.no_grad()")  # fmt: skip
-    if any(t.numel() >= KERNEL_MAX_ELEMENTS for t in tensors):
+    if not fits_32_bit_offsets(*tensors):
         raise ValueError(f"the {what} kernel indexes with 32-bit offsets; split the batch")
 
 
