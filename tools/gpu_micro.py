@@ -43,9 +43,14 @@ cnn_first  the causal CNN's first layer (1 -> 512 channels, kernel 10, stride 5)
            LayerNorm + GELU in inference, bf16 autocast, at 1 x 640 s and 8 x 15 s: ConvLayer's
            eager path (unfolded product, then the LayerNorm + GELU kernel) against the one
            kernel that convolves the waveform itself, and their largest differences from float64.
+cnn_segments
+           the whole waveform CNN in inference (causal LayerNorm and HuBERT's GroupNorm modes),
+           bf16 autocast, at 1 x 640 s and 8 x 15 s, over the size of the time segments its
+           frame-wise layers run in (``FeatureExtractor.segment_frames``; one pass first):
+           time, peak memory, and the largest difference from the one pass.
 
     python tools/gpu_micro.py sdpa scan_rows chunked_scan chunked_scan_train pos_conv dw_conv cnn_conv cnn_norm \
-        cnn_first
+        cnn_first cnn_segments
 """
 
 import functools
@@ -380,11 +385,44 @@ def cnn_first() -> None:
             print(f"| {batch} x {samples} | {name} | {cuda_ms(forward, repeat=10):.3f} | {diff:.1e} |")
 
 
+def cnn_segments() -> None:
+    from espnet_mamba.nn.feature_extractor import FeatureExtractor
+
+    print("| CNN | batch x s | segment frames | forward ms | peak MiB | largest difference from one pass, relative |\n"
+          "|---|---|---|---|---|---|")  # fmt: skip
+    for mode in ("layer_norm", "group_norm"):
+        torch.manual_seed(0)
+        cnn = FeatureExtractor(mode).cuda()
+        for batch, seconds in ((1, 640), (8, 15)):
+            wav = 0.1 * torch.randn(batch, seconds * 16000, device="cuda")
+            one_pass = None
+            for frames in (2**40, 8192, 4096, 2048, 1024, 512):
+                cnn.segment_frames = frames
+
+                def forward():
+                    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                        return cnn(wav)[0]
+
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                start = torch.cuda.memory_allocated()
+                y = forward()
+                torch.cuda.synchronize()
+                peak = (torch.cuda.max_memory_allocated() - start) / 2**20
+                one_pass = y if one_pass is None else one_pass
+                diff = ((y.float() - one_pass.float()).abs().max() / one_pass.float().abs().max()).item()
+                del y
+                name = "one pass" if frames == 2**40 else frames
+                print(f"| {mode} | {batch} x {seconds} | {name} | {cuda_ms(forward, repeat=10):.3f} | {peak:.0f} | "
+                      f"{diff:.1e} |")  # fmt: skip
+            del one_pass
+
+
 if __name__ == "__main__":
     checks = {"sdpa": sdpa, "scan_rows": scan_rows, "chunked_scan": chunked_scan,
               "chunked_scan_profile": chunked_scan_profile, "chunked_scan_train": chunked_scan_train,
               "pos_conv": pos_conv, "dw_conv": dw_conv, "cnn_conv": cnn_conv, "cnn_norm": cnn_norm,
-              "cnn_first": cnn_first}
+              "cnn_first": cnn_first, "cnn_segments": cnn_segments}
     for name in sys.argv[1:] or checks:
         if name not in checks:
             raise SystemExit(f"unknown check {name!r}; choose from {sorted(checks)}")
