@@ -20,9 +20,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from espnet_mamba.ops import layer_norm_gelu, waveform_conv_layer_norm_gelu
-from espnet_mamba.ops.backend import (
-    KERNEL_MAX_ELEMENTS, autocast_dtype, fits_32_bit_offsets, needs_autograd, use_triton,
-)  # fmt: skip
+from espnet_mamba.ops.backend import autocast_dtype, fits_32_bit_offsets, needs_autograd, use_triton
+from espnet_mamba.ops.layer_norm_gelu import waveform_conv_fits_32_bit_offsets
 
 HUBERT_CONV_LAYERS = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 MIN_SAMPLES = 400  # receptive field of one output frame
@@ -107,10 +106,9 @@ class ConvLayer(nn.Module):
         (:func:`~espnet_mamba.ops.layer_norm_gelu.waveform_conv_layer_norm_gelu`): CUDA,
         inference (no gradient of the waveform or the layer's parameters), samples at unit
         stride, at least one frame, offsets within 32 bits, and not under torch.compile."""
-        frames = (x.shape[1] - self.kernel) // self.stride + 1
-        return (self.norm_type == "layer_norm" and self.conv.in_channels == 1 and frames >= 1 and x.stride(1) == 1
-                and x.shape[0] * frames * self.conv.out_channels < KERNEL_MAX_ELEMENTS and fits_32_bit_offsets(x)
-                and not needs_autograd(x, *self.parameters()) and not torch.compiler.is_compiling()
+        return (self.norm_type == "layer_norm" and self.conv.in_channels == 1 and x.shape[1] >= self.kernel
+                and x.stride(1) == 1 and not needs_autograd(x, *self.parameters()) and not torch.compiler.is_compiling()
+                and waveform_conv_fits_32_bit_offsets(x, self.conv.out_channels, self.kernel, self.stride)
                 and use_triton("auto", x, "cnn_first_layer"))  # fmt: skip
 
     def _convolve(self, x: torch.Tensor) -> torch.Tensor:

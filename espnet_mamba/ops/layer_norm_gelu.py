@@ -222,6 +222,13 @@ _CONV_BLOCK_R = 16
 _CONV_NUM_WARPS = 4
 
 
+def waveform_conv_fits_32_bit_offsets(wav: torch.Tensor, channels: int, kernel: int, stride: int) -> bool:
+    """Whether :func:`waveform_conv_layer_norm_gelu` can address ``wav`` (batch, samples, ...)
+    and its output of ``channels`` per frame with 32-bit offsets."""
+    frames = (wav.shape[1] - kernel) // stride + 1
+    return wav.shape[0] * frames * channels < KERNEL_MAX_ELEMENTS and fits_32_bit_offsets(wav)
+
+
 def waveform_conv_layer_norm_gelu(
     wav: torch.Tensor,
     conv_weight: torch.Tensor,
@@ -269,7 +276,7 @@ def waveform_conv_layer_norm_gelu(
     frames = (samples - kernel) // stride + 1
     if frames < 1:
         raise ValueError(f"{samples} samples are fewer than the conv's kernel of {kernel}")
-    if batch * frames * channels >= KERNEL_MAX_ELEMENTS or not fits_32_bit_offsets(wav):
+    if not waveform_conv_fits_32_bit_offsets(wav, channels, kernel, stride):
         raise ValueError(f"the waveform conv kernel indexes with 32-bit offsets: wav of shape {tuple(wav.shape)} "
                          "gives too many frames; split the batch")  # fmt: skip
     y = torch.empty(batch, frames, channels, device=wav.device, dtype=dtype or wav.dtype)
