@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
 from espnet_mamba.ops import grouped_conv1d, triton_available
-from espnet_mamba.ops.backend import KERNEL_MAX_ELEMENTS, autocast_dtype
+from espnet_mamba.ops.backend import autocast_dtype, fits_32_bit_offsets
 
 
 class ConvPositionalEmbedding(nn.Module):
@@ -45,11 +45,10 @@ class ConvPositionalEmbedding(nn.Module):
         is nn.Conv1d in float32.
         """
         dtype = autocast_dtype(x)
-        padded_elements = x.shape[0] * (x.shape[1] + self.kernel_size - 1) * x.shape[2]
-        if (x.is_cuda and triton_available() and (dtype != torch.float32 or torch.backends.cudnn.allow_tf32)
-                and padded_elements < KERNEL_MAX_ELEMENTS):  # fmt: skip
+        if x.is_cuda and triton_available() and (dtype != torch.float32 or torch.backends.cudnn.allow_tf32):
             padded = F.pad(x.to(dtype), (0, 0, *self._pad()))
-            return F.gelu(grouped_conv1d(padded, self.conv.weight, self.conv.bias, self.groups))
+            if fits_32_bit_offsets(padded):
+                return F.gelu(grouped_conv1d(padded, self.conv.weight, self.conv.bias, self.groups))
         with torch.autocast("cuda", enabled=False) if x.is_cuda else contextlib.nullcontext():
             y = self.conv(F.pad(x.float().transpose(1, 2), self._pad()))
         return F.gelu(y).transpose(1, 2)
