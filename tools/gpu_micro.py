@@ -386,6 +386,7 @@ def cnn_first() -> None:
 
 
 def cnn_segments() -> None:
+    from espnet_mamba.benchmarking import PeakMemory
     from espnet_mamba.nn.feature_extractor import FeatureExtractor
 
     print("| CNN | batch x s | segment frames | forward ms | peak MiB | largest difference from one pass, relative |\n"
@@ -403,17 +404,13 @@ def cnn_segments() -> None:
                     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
                         return cnn(wav)[0]
 
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                start = torch.cuda.memory_allocated()
-                y = forward()
-                torch.cuda.synchronize()
-                peak = (torch.cuda.max_memory_allocated() - start) / 2**20
+                with PeakMemory(torch.device("cuda")) as memory:
+                    y = forward()
                 one_pass = y if one_pass is None else one_pass
                 diff = ((y.float() - one_pass.float()).abs().max() / one_pass.float().abs().max()).item()
                 del y
                 name = "one pass" if frames == 2**40 else frames
-                print(f"| {mode} | {batch} x {seconds} | {name} | {cuda_ms(forward, repeat=10):.3f} | {peak:.0f} | "
+                print(f"| {mode} | {batch} x {seconds} | {name} | {cuda_ms(forward, repeat=10):.3f} | {memory.peak_mib:.0f} | "
                       f"{diff:.1e} |")  # fmt: skip
             del one_pass
 
