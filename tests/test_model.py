@@ -111,24 +111,34 @@ def test_cnn_frame_lengths_follow_the_floor_rule():
 
 @pytest.mark.parametrize("mode", ["layer_norm", "group_norm"])
 def test_cnn_in_inference_runs_time_segments_that_give_the_frames_of_one_pass(mode):
-    """Without autograd the frame-wise layers run one segment of output frames at a time (their
-    activations, not the whole input's, are alive); the frames must be those of one pass, which
-    the CNN runs where autograd is on."""
+    """Without autograd every layer runs one segment of output frames at a time (its activations,
+    not the whole input's, are alive), the first one's GroupNorm with statistics from a pass of
+    its own; the frames must be those of one pass, which the CNN runs where autograd is on."""
     torch.manual_seed(0)
     cnn = FeatureExtractor(mode, conv_bias=True)
     wavs, lens = random_wavs(16000, 11000)  # 49 and 33 frames
     whole, whole_lens = cnn(wavs, lens)  # parameters require grad: one pass
-    inputs_seen = []
+    whole = whole.detach()
+    samples_convolved, inputs_seen = [], []
+    first, convolve = cnn.conv_layers[0], cnn.conv_layers[0]._convolve
+    first._convolve = lambda x: samples_convolved.append(x.shape[1]) or convolve(x)
     for layer in cnn.conv_layers[1:]:
         layer.register_forward_pre_hook(lambda _, args: inputs_seen.append(args[0].shape[1]))
     cnn.segment_frames = 10
     with torch.no_grad():
         segmented, segmented_lens = cnn(wavs, lens)
-    torch.testing.assert_close(segmented, whole.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(segmented[0], whole[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(segmented[1, :33], whole[1, :33], rtol=1e-6, atol=1e-6)
+    # padding frames: loud noise normalised by the real frames' small variance, whose float32
+    # rounding differs between one sum and sums over blocks (GroupNorm)
+    torch.testing.assert_close(segmented[1, 33:], whole[1, 33:], rtol=1e-4, atol=1e-4)
     assert torch.equal(segmented_lens, whole_lens)
     assert len(inputs_seen) == 5 * 6  # 5 segments (4 x 10 frames, 9), 6 layers each
     # layer 2's input for 10 output frames: the receptive field of layers 2-7 over layer 1's frames
     assert max(inputs_seen) == (10 - 1) * 64 + 79 < whole.shape[1] * 64
+    # the first layer's conv: segments, and in group_norm mode blocks of 640 frames before them
+    assert len(samples_convolved) == (5 if mode == "layer_norm" else 5 + 5)
+    assert max(samples_convolved) <= (10 - 1) * 320 + 400 < wavs.shape[1]
 
 
 def test_extract_features_frame_lengths_and_shapes(tiny_model):

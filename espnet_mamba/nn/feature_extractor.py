@@ -9,10 +9,9 @@ Two normalisation modes, as in fairseq and torchaudio:
   and streamable.
 """
 
-import functools
 import math
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -80,7 +79,11 @@ class ConvLayer(nn.Module):
         else:
             self.layer_norm = None
 
-    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                statistics: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """(batch, L, C_in) -> (batch, L', C_out). GroupNorm only: ``lengths`` (batch,) are the real
+        output frames its statistics span; ``statistics``, from :meth:`group_norm_statistics`, are
+        used instead where x is a time segment of the utterance."""
         if self._runs_waveform_kernel(x):
             norm = self.layer_norm
             return waveform_conv_layer_norm_gelu(x[..., 0], self.conv.weight, self.conv.bias, self.stride,
@@ -94,7 +97,9 @@ class ConvLayer(nn.Module):
         if self.norm_type == "layer_norm":
             x = self.layer_norm(x)
         elif self.norm_type == "group_norm":
-            x = self._masked_group_norm(x, lengths)
+            if statistics is None:
+                statistics = _mean_and_variance([_moments(x, lengths)], lengths, x.shape[1])
+            x = self._group_norm(x, *statistics)
         x = F.gelu(x)
         # Under torch.compile Inductor fuses norm, GELU and the cast the next layer needs;
         # casting here split that fusion (CNN 12 -> 20 ms at 640 s, H200, measured when every
@@ -120,30 +125,58 @@ class ConvLayer(nn.Module):
         windows = x.unfold(1, self.kernel, self.stride).flatten(2)  # (batch, L', C_in * k)
         return F.linear(windows, self.conv.weight.flatten(1), self.conv.bias)
 
-    def _masked_group_norm(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
-        """GroupNorm(C, C) on (batch, L', C): each channel's mean and variance over each
-        utterance's real frames only, summed in float32.
+    def group_norm_statistics(self, x: torch.Tensor, lengths: Optional[torch.Tensor],
+                              block_frames: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """GroupNorm(C, C)'s mean and variance (batch, 1, C_out), float32, of this layer's conv
+        output for input x (batch, L, C_in), over each utterance's ``lengths`` real output frames
+        (None: all). The conv runs over blocks of ``block_frames`` output frames, so one block's
+        output is alive at a time, not the whole utterance's."""
+        frames = max((x.shape[1] - self.kernel) // self.stride + 1, 0)
+        moments = [
+            _moments(self._convolve(x[:, start * self.stride : (min(start + block_frames, frames) - 1) * self.stride
+                                      + self.kernel]), lengths, start)
+            for start in range(0, frames, block_frames)
+        ]  # fmt: skip
+        return _mean_and_variance(moments, lengths, frames)
 
-        The statistics come from float32 reductions of x (sum and norm, no float32 copy of
-        x), and the normalisation is one multiply-add in x's dtype, so a bfloat16 x of a long
-        input gets no float32 temporaries of its size (320 s: 1M frames x 512 channels).
-        """
-        if lengths is None:
-            x_real, count = x, float(x.shape[1])
-        else:
-            valid = torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]
-            x_real = x * valid[:, :, None].to(x.dtype)  # exact: padding frames become 0
-            count = lengths.clamp(min=1).to(torch.float32)[:, None, None]
-        mean = x_real.sum(1, keepdim=True, dtype=torch.float32) / count  # (batch, 1, C)
-        mean_square = torch.linalg.vector_norm(x_real, dim=1, keepdim=True, dtype=torch.float32).square() / count
-        var = (mean_square - mean.square()).clamp(min=0)
+    def _group_norm(self, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """GroupNorm(C, C) on (batch, L', C) with each channel's mean and variance (batch, 1, C).
+
+        The normalisation is one multiply-add in x's dtype, so a bfloat16 x of a long input gets
+        no float32 temporaries of its size (320 s: 1M frames x 512 channels)."""
         scale = self.layer_norm.weight * torch.rsqrt(var + self.layer_norm.eps)
         shift = self.layer_norm.bias - mean * scale
         return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
 
 
-def _run_layers(layers: Sequence["ConvLayer"], x: torch.Tensor) -> torch.Tensor:
-    for layer in layers:
+def _moments(y: torch.Tensor, lengths: Optional[torch.Tensor], start: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per utterance and channel, the float32 sum and sum of squares (batch, 1, C) of the real
+    frames of y (batch, n, C), whose frame i is frame ``start + i`` of utterances of ``lengths``
+    frames (None: all real). Float32 reductions of y, sum and norm, with no float32 copy of it."""
+    if lengths is not None:
+        valid = torch.arange(start, start + y.shape[1], device=y.device)[None] < lengths[:, None]
+        y = y * valid[:, :, None].to(y.dtype)  # exact: padding frames become 0
+    return (y.sum(1, keepdim=True, dtype=torch.float32),
+            torch.linalg.vector_norm(y, dim=1, keepdim=True, dtype=torch.float32).square())  # fmt: skip
+
+
+def _mean_and_variance(moments: List[Tuple[torch.Tensor, torch.Tensor]], lengths: Optional[torch.Tensor],
+                       frames: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance (batch, 1, C) from the :func:`_moments` of an utterance's blocks of
+    frames, which make ``frames`` frames in all, ``lengths`` of them real (None: all)."""
+    count = float(max(frames, 1)) if lengths is None else lengths.clamp(min=1).to(torch.float32)[:, None, None]
+    total = torch.stack([block_sum for block_sum, _ in moments]).sum(0)
+    total_square = torch.stack([block_square for _, block_square in moments]).sum(0)
+    mean = total / count
+    return mean, (total_square / count - mean.square()).clamp(min=0)
+
+
+def _run_layers(layers: Sequence["ConvLayer"], x: torch.Tensor, first_lengths: Optional[torch.Tensor] = None,
+                first_statistics: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+    """x through ``layers``; the first one's GroupNorm, if it has one, takes ``first_lengths`` or,
+    where x is a time segment of the utterance, ``first_statistics`` (see :meth:`ConvLayer.forward`)."""
+    x = layers[0](x, first_lengths, first_statistics)
+    for layer in layers[1:]:
         x = layer(x)
     return x
 
@@ -165,13 +198,15 @@ class FeatureExtractor(nn.Module):
             segments (113 ms under cuDNN's deterministic mode, ESPnet's default), for 1.9 GB
             more memory.
 
-    Without autograd (inference, a frozen upstream) the same layers run over the same time
+    Without autograd (inference, a frozen upstream) every layer runs over the same time
     segments, so only one segment's activations are alive: at 640 s the CNN's first outputs
-    alone would be 2M frames x 512 channels. The segments also keep the Triton kernels' tensors
-    within their 32-bit offsets at any length of audio; where a layer's tensors overrun them
-    (a batch of 16 or more segments of 4096 frames), it runs its PyTorch ops instead. With
-    autograd and without ``recompute`` the layers run over the whole input, whose activations
-    are kept anyway.
+    alone would be 2M frames x 512 channels. In ``group_norm`` mode the first layer's statistics
+    come first, from its conv run over blocks of a segment's size, so that conv runs twice (3
+    GMAC more at 160 s, against transformer_base's 2.3 TMAC). The segments also keep the Triton
+    kernels' tensors within their 32-bit offsets at any length of audio; where a layer's tensors
+    overrun them (a batch of 16 or more segments of 4096 frames), it runs its PyTorch ops
+    instead. With autograd and without ``recompute`` the layers run over the whole input, whose
+    activations are kept anyway.
     """
 
     segment_frames = 4096
@@ -205,33 +240,46 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, wavs: torch.Tensor, lengths: Optional[torch.Tensor] = None):
         """wavs: (batch, samples), lengths: (batch,) -> (batch, frames, C), frame lengths."""
-        recompute = self.recompute and self.training and torch.is_grad_enabled()
         x, layers = wavs[:, :, None], list(self.conv_layers)
-        if self.mode == "group_norm":  # the first layer's norm spans the utterance
-            first = layers.pop(0)
-            first_lengths = None if lengths is None else conv_output_lengths(lengths, self.layer_specs[:1])
-            x = checkpoint(first, x, first_lengths, use_reentrant=False) if recompute else first(x, first_lengths)
-        if recompute:
-            x = self._run_segments(layers, x, functools.partial(checkpoint, _run_layers, use_reentrant=False))
+        first_lengths = None  # the real frames the first layer's GroupNorm spans
+        if lengths is not None and self.mode == "group_norm":
+            first_lengths = conv_output_lengths(lengths, self.layer_specs[:1])
+        if self.recompute and self.training and torch.is_grad_enabled():
+            if self.mode == "group_norm":  # the first layer's norm spans the utterance: checkpointed whole
+                x = checkpoint(layers.pop(0), x, first_lengths, use_reentrant=False)
+            segments = self._time_segments(layers, x)
+            outputs = [checkpoint(_run_layers, layers, seg, use_reentrant=False) for seg in segments]
         elif needs_autograd(x, *self.parameters()) or torch.compiler.is_compiling():
-            x = _run_layers(layers, x)
+            outputs = [_run_layers(layers, x, first_lengths)]
         else:  # inference: the activations of one segment at a time, not of the whole input
-            x = self._run_segments(layers, x, _run_layers)
+            outputs = self._infer_in_segments(layers, x, first_lengths)
+        x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, 1)
         return x, None if lengths is None else self.output_lengths(lengths)
 
-    def _run_segments(self, layers: List["ConvLayer"], x: torch.Tensor, run: Callable) -> torch.Tensor:
-        """Frame-wise layers over (batch, L, C_in), ``run(layers, segment)`` on each time segment
-        of ``segment_frames`` output frames."""
+    def _infer_in_segments(self, layers: List["ConvLayer"], x: torch.Tensor,
+                            first_lengths: Optional[torch.Tensor]) -> List[torch.Tensor]:
+        """The outputs of ``layers`` for each time segment of x (batch, L, 1). In ``group_norm``
+        mode, where there are several, the first layer's statistics come first, from a pass of
+        its conv over blocks of the segments' size: its output is computed twice, never kept whole."""
+        segments = self._time_segments(layers, x)
+        statistics = None
+        if self.mode == "group_norm" and len(segments) > 1:
+            block_frames = self.segment_frames * self.stride // layers[0].stride
+            statistics = layers[0].group_norm_statistics(x, first_lengths, block_frames)
+        return [_run_layers(layers, seg, first_lengths, statistics) for seg in segments]
+
+    def _time_segments(self, layers: List["ConvLayer"], x: torch.Tensor) -> List[torch.Tensor]:
+        """(batch, L, C_in) cut into time segments of ``segment_frames`` output frames of
+        ``layers``, each exactly the samples its frames see; [x] where it makes one segment."""
         field = receptive_field([(0, layer.kernel, layer.stride) for layer in layers])
         stride = math.prod(layer.stride for layer in layers)
         frames = (x.shape[1] - field) // stride + 1
         if frames <= self.segment_frames:
-            return run(layers, x)
-        segments = [
+            return [x]
+        return [
             x[:, start * stride : (min(start + self.segment_frames, frames) - 1) * stride + field]
             for start in range(0, frames, self.segment_frames)
-        ]  # each exactly the samples its frames see
-        return torch.cat([run(layers, seg) for seg in segments], 1)
+        ]
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> ConvStreamState:
         if self.mode != "layer_norm":
