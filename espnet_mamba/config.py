@@ -8,6 +8,7 @@ from typing import List, Optional, Tuple
 import yaml
 
 from espnet_mamba.nn.feature_extractor import HUBERT_CONV_LAYERS
+from espnet_mamba.ops.backend import IMPLS
 
 LAYER_TYPES = ("mamba", "extbimamba", "innbimamba", "conbimamba", "transformer")
 
@@ -78,6 +79,17 @@ class ModelConfig:
             raise ValueError("layer_type 'mamba' is causal: set causal: true")
         if not self.dither >= 0:
             raise ValueError(f"dither is a standard deviation: it must be >= 0, got {self.dither}")
+        if self.layer_type in ("transformer", "conbimamba") and self.ffn_dim <= 0:
+            raise ValueError(f"layer_type {self.layer_type!r} has a feed-forward sublayer: ffn_dim must be > 0, "
+                             f"got {self.ffn_dim}")  # fmt: skip
+        if self.bi_combine not in ("sum", "concat"):
+            raise ValueError(f"bi_combine must be 'sum' or 'concat', got {self.bi_combine!r}")
+        if self.ssm_impl not in IMPLS:
+            raise ValueError(f"ssm_impl must be one of {IMPLS}, got {self.ssm_impl!r}")
+        if self.scan_chunk_size < 1:
+            raise ValueError(f"scan_chunk_size is a number of frames: it must be >= 1, got {self.scan_chunk_size}")
+        if self.pos_conv_kernel < 0:
+            raise ValueError(f"pos_conv_kernel must be >= 0 (0: no positional conv), got {self.pos_conv_kernel}")
         self.conv_layers = [tuple(int(v) for v in layer) for layer in self.conv_layers]
 
     @property

@@ -155,6 +155,9 @@ class MambaHuBERT(nn.Module):
         the audio into chunks gives the frames of one offline ``extract_features``.
         """
         check_waveforms(chunk, None, None, min_samples=0)
+        if chunk.shape[0] != state.conv.pending[0].shape[0]:
+            raise ValueError(f"the chunk holds {chunk.shape[0]} streams, the state {state.conv.pending[0].shape[0]} "
+                             "(init_stream's batch_size)")  # fmt: skip
         capacity = min((c.capacity for c in state.layers if isinstance(c, FixedKVCache)), default=None)
         if capacity is not None:
             frames = int(self.feature_extractor.output_lengths(torch.tensor(state.samples + chunk.shape[1])))
@@ -207,6 +210,11 @@ class MambaHuBERTForPretraining(nn.Module):
         replaced by the mask embedding; and frame lengths. Raises ValueError on bad input."""
         cnn = self.backbone.feature_extractor
         wav_lens, host_lens = checked_lengths(wavs, wav_lens, None, cnn.receptive_field)
+        if mask is not None:
+            frames = int(cnn.output_lengths(torch.tensor(wavs.shape[1])))
+            if mask.dtype != torch.bool or tuple(mask.shape) != (wavs.shape[0], frames):
+                raise ValueError(f"mask must be a bool tensor (batch, frames) = ({wavs.shape[0]}, {frames}) for these "
+                                 f"waveforms, got {mask.dtype} of shape {tuple(mask.shape)}")  # fmt: skip
         return self.label_logits(wavs, wav_lens, cnn.output_lengths(host_lens), mask)
 
     def label_logits(

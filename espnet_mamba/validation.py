@@ -37,15 +37,15 @@ def checked_lengths(
     tensors, which have no values, get the shape checks only; meta wav_lens come back twice.
 
     Raises ValueError for a wrong sample rate, more than one channel, an empty or too short
-    utterance, or NaN/Inf samples.
+    utterance, NaN/Inf samples, or lengths that are not integers.
     """
     check_sample_rate(sample_rate)
     if not torch.is_tensor(wavs) or not wavs.is_floating_point():
         raise ValueError("waveforms must be a floating-point tensor (batch, samples)")
     if wavs.dim() == 3:
         raise ValueError(
-            f"waveforms must be mono (batch, samples); got shape {tuple(wavs.shape)} with "
-            f"{wavs.shape[1]} channels: mix down or pick one channel"
+            f"waveforms must be mono (batch, samples), got shape {tuple(wavs.shape)}: mix several channels down "
+            "or pick one, or squeeze an axis of size 1"
         )
     if wavs.dim() != 2:
         raise ValueError(f"waveforms must have shape (batch, samples), got {tuple(wavs.shape)}")
@@ -57,6 +57,9 @@ def checked_lengths(
         lengths = torch.full((batch,), samples, dtype=torch.long, device=wavs.device)
         values, all_finite = [samples] * batch, wavs.is_meta or bool(finite)
     else:
+        if wav_lens.is_floating_point():
+            raise ValueError("wav_lens must be integer sample counts, got floating-point values (relative lengths? "
+                             "multiply them by the padded length and round)")  # fmt: skip
         lengths = wav_lens.to(device=wavs.device, dtype=torch.long)
         if lengths.shape != (batch,):
             raise ValueError(

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import espnet_mamba
 from espnet_mamba.nn.feature_extractor import HUBERT_CONV_LAYERS, FeatureExtractor
+from espnet_mamba.nn.positional import ConvPositionalEmbedding
 from espnet_mamba.validation import checked_lengths
 
 FAMILIES = (
@@ -98,6 +99,25 @@ def test_unknown_override_raises():
 def test_bidirectional_layer_cannot_be_causal():
     with pytest.raises(ValueError, match="bidirectional"):
         espnet_mamba.load_config("extbimamba_small", causal=True)
+
+
+@pytest.mark.parametrize("preset, field, value", [
+    ("transformer_small", "ffn_dim", 0), ("conbimamba_small", "ffn_dim", 0), ("extbimamba_small", "bi_combine", "mean"),
+    ("mamba_small", "ssm_impl", "Torch"), ("mamba_small", "scan_chunk_size", 0), ("mamba_small", "pos_conv_kernel", -1),
+])  # fmt: skip
+def test_config_rejects_bad_values_when_it_is_made(preset, field, value):
+    """Not at the first forward (ssm_impl, scan_chunk_size) nor silently (a Transformer with a
+    feed-forward sublayer of width 0)."""
+    with pytest.raises(ValueError, match=field):
+        espnet_mamba.load_config(preset, **{field: value})
+
+
+@pytest.mark.parametrize("kernel", [127, 128, 3])
+@pytest.mark.parametrize("causal", [False, True])
+def test_positional_conv_keeps_the_frame_count_for_odd_and_even_kernels(kernel, causal):
+    """fairseq pads k // 2 frames each side and drops the last output for even k only."""
+    conv = ConvPositionalEmbedding(32, kernel, groups=4, causal=causal)
+    assert conv(torch.randn(2, 50, 32)).shape == (2, 50, 32)
 
 
 # Shapes and frame counts ----------------------------------------------------------------------
@@ -478,6 +498,7 @@ BAD_INPUTS = {
     "inf": (lambda: (noise_with(1999, float("inf")), None, None), "Inf"),
     "integer_audio": (lambda: (torch.zeros(1, 16000, dtype=torch.int16), None, None), "floating-point"),
     "lengths_too_long": (lambda: (torch.randn(2, 1000), torch.tensor([1000, 1200]), None), "wav_lens"),
+    "relative_lengths": (lambda: (torch.randn(2, 1000), torch.tensor([1.0, 0.5]), None), "integer sample counts"),
 }
 
 
@@ -496,6 +517,14 @@ def test_pretraining_forward_checks_its_input(tiny_model, case):
     lens = lens if lens is not None else torch.full((wavs.shape[0],), wavs.shape[-1])
     with pytest.raises(ValueError, match=message):
         tiny_model("mamba_small")(wavs, lens)
+
+
+@pytest.mark.parametrize("mask", [torch.zeros(12, dtype=torch.bool), torch.zeros(2, 11, dtype=torch.bool),
+                                  torch.zeros(2, 12)])  # fmt: skip
+def test_pretraining_forward_checks_its_mask(tiny_model, mask):
+    """(batch, frames) bool only: a mask of one utterance would be broadcast to the batch."""
+    with pytest.raises(ValueError, match="mask must be a bool tensor \\(batch, frames\\) = \\(2, 12\\)"):
+        tiny_model("mamba_small")(torch.randn(2, 4000), torch.tensor([4000, 3000]), mask)
 
 
 def test_checked_lengths_come_on_the_device_and_the_cpu():
@@ -527,3 +556,23 @@ def test_stream_checks_its_chunks(tiny_model, case):
     model = tiny_model("mamba_small")
     with pytest.raises(ValueError, match=message):
         model.stream(wavs, model.init_stream(1))
+
+
+def test_mamba_stream_starts_its_conv_state_in_the_dtype_of_what_it_holds(monkeypatch):
+    """The conv state holds in_proj's outputs, bfloat16 under autocast; causal-conv1d's step
+    kernel refuses a state of another dtype than its input."""
+    import espnet_mamba.nn.mamba as mamba_module
+
+    seen, update = [], mamba_module.causal_conv1d_update
+    monkeypatch.setattr(mamba_module, "causal_conv1d_update",
+                        lambda x, state, *args: seen.append((x.dtype, state.dtype)) or update(x, state, *args))
+    mixer = mamba_module.Mamba(32, d_state=4, expand=2)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        mixer.forward_chunk(torch.randn(1, 1, 32), None)
+    assert seen == [(torch.bfloat16, torch.bfloat16)]
+
+
+def test_stream_checks_the_chunk_against_the_state_batch(tiny_model):
+    model = tiny_model("mamba_small")
+    with pytest.raises(ValueError, match="chunk holds 3 streams, the state 2"):
+        model.stream(torch.randn(3, 800), model.init_stream(2))

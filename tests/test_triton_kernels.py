@@ -241,6 +241,13 @@ def test_chunked_scan_refuses_initial_state_with_autograd_odd_chunks_bad_block_w
                                torch.zeros(4))  # fmt: skip
     with torch.no_grad(), pytest.raises(ValueError, match="u must be"):
         chunked_selective_scan(u.transpose(1, 2).contiguous().transpose(1, 2), *args)
+    delta, A, B, C, D, z, bias = args  # parameters of other sizes would be read past their ends
+    for wrong in (dict(A=-torch.rand(3, 2)), dict(D=torch.ones(3)), dict(delta_bias=torch.zeros(5))):
+        name = next(iter(wrong))
+        with torch.no_grad(), pytest.raises(ValueError, match=f"{name} must be"):
+            chunked_selective_scan(**{**dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=bias), **wrong})
+    with torch.no_grad(), pytest.raises(ValueError, match="initial_state must be"):
+        chunked_selective_scan(u, *args, initial_state=torch.zeros(1, 4, 3))
 
 
 def test_chunked_scan_is_not_chosen_on_cpu_and_checks_impl():
@@ -282,6 +289,8 @@ def test_grouped_conv_refuses_bad_shapes_and_32_bit_overflow():
         grouped_conv1d(x, w, b, groups=4)
     with pytest.raises(ValueError, match="fewer than the 3 taps"):
         grouped_conv1d(x[:, :2], w, b, groups=2)
+    with pytest.raises(ValueError, match="bias \\(8,\\)"):
+        grouped_conv1d(x, torch.randn(8, 2, 3), torch.zeros(4), groups=4)
     huge = torch.zeros(1, 1, 8).expand(2**14, 2**14, 8)  # 2^31 elements, no memory
     with pytest.raises(ValueError, match="32-bit offsets"):
         grouped_conv1d(huge, torch.zeros(8, 2, 3), b, groups=4)
@@ -290,6 +299,8 @@ def test_grouped_conv_refuses_bad_shapes_and_32_bit_overflow():
 def test_depthwise_conv_refuses_bad_shapes_and_32_bit_overflow():
     with pytest.raises(ValueError, match="weight \\(E, K\\)"):
         depthwise_conv1d_silu(torch.zeros(1, 20, 8), torch.zeros(6, 4), None)
+    with pytest.raises(ValueError, match="bias \\(E,\\)"):
+        depthwise_conv1d_silu(torch.zeros(1, 20, 8), torch.zeros(8, 4), torch.zeros(6))
     huge = torch.zeros(1, 1, 8).expand(2**14, 2**14, 8)  # 2^31 elements, no memory
     with pytest.raises(ValueError, match="32-bit offsets"):
         depthwise_conv1d_silu(huge, torch.zeros(8, 4), None)

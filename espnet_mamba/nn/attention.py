@@ -13,9 +13,10 @@ GrowingKVCache = Tuple[torch.Tensor, torch.Tensor]  # keys, values: (batch, head
 
 @dataclass
 class FixedKVCache:
-    """Keys and values of up to ``capacity`` frames in buffers allocated once, and how many
-    frames they hold, counted on the device: every step has the same shapes and reads no
-    host value, so a CUDA graph can replay it.
+    """Keys and values of up to ``capacity`` frames, and how many frames they hold, counted on
+    the device: every step has the same shapes and reads no host value, so a CUDA graph can
+    replay it. A step writes its frames into copies of the buffers (``index_copy``, out of
+    place), so the cache it was given is left as it was.
 
     keys, values: (batch, heads, capacity, d_head); length: 0-d long tensor.
     """

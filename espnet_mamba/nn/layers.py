@@ -93,7 +93,6 @@ class TransformerLayer(nn.Module):
         self.attention_residual = PostNormResidual(d_model, dropout)
         self.ffn = FeedForward(d_model, ffn_dim, dropout)
         self.ffn_residual = PostNormResidual(d_model, dropout)
-        self.causal = causal
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = self.attention_residual(x, self.attention(x, lengths))
@@ -144,7 +143,6 @@ class ConBiMambaLayer(nn.Module):
         self.ffn2_norm, self.ffn2 = nn.LayerNorm(d_model), FeedForward(d_model, ffn_dim, dropout)
         self.final_norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
-        self.causal = False
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = x + 0.5 * self.dropout(self.ffn1(self.ffn1_norm(x)))

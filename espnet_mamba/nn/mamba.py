@@ -185,9 +185,9 @@ class Mamba(nn.Module):
         self, x: torch.Tensor, state: Optional[MambaState]
     ) -> Tuple[torch.Tensor, MambaState]:
         """Streaming: the next frames x (batch, L, D), L >= 1, after ``state`` (None: start)."""
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
         u, z = self.project_in(x).chunk(2, dim=1)
+        if state is None:  # the conv state holds u: in its dtype (bfloat16 under autocast)
+            state = self.init_state(x.shape[0], x.device, u.dtype)
         if x.shape[1] == 1:
             y, state = self.step(u[..., 0], z[..., 0], state)
             return self.out_proj(y[:, None]), state
@@ -209,7 +209,8 @@ class Mamba(nn.Module):
         return y, MambaState(conv=conv_state, ssm=ssm_state)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> MambaState:
-        """Zero state: the mixer before the first frame."""
+        """Zero state: the mixer before the first frame. ``dtype``: the conv state's, which
+        holds in_proj's outputs (the SSM state is float32)."""
         E = self.d_inner
         return MambaState(
             conv=torch.zeros(batch_size, E, self.d_conv - 1, device=device, dtype=dtype),

@@ -34,7 +34,7 @@ class ConvPositionalEmbedding(nn.Module):
         if self.causal:
             return self.kernel_size - 1, 0
         half = self.kernel_size // 2
-        return half, half - 1  # fairseq's pad k // 2 on both sides then drop the last frame
+        return half, self.kernel_size - 1 - half  # fairseq: k // 2 each side, less the last frame if k is even
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, L, D), zero at padded frames -> (batch, L, D), float32.

@@ -38,7 +38,7 @@ def causal_conv1d(
     width = weight.shape[1]
     if initial_state is None:
         initial_state = x.new_zeros(x.shape[0], x.shape[1], width - 1)
-        if use_kernel(impl, x, "causal_conv1d", requires="causal_conv1d_fn") and _fits_causal_conv1d(x, width):
+        if _fits_causal_conv1d(x, width) and use_kernel(impl, x, "causal_conv1d", requires="causal_conv1d_fn"):
             y = mamba_kernels()["causal_conv1d_fn"](x, weight, bias, activation=activation)
             return y, _last_inputs(initial_state, x, width)
         if use_triton(impl, x, "causal_conv1d"):

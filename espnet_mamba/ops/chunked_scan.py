@@ -548,6 +548,10 @@ def chunked_selective_scan(
         if t.shape != (batch, length, width) or t.stride(2) != 1:
             raise ValueError(f"{name} must be (batch, L, {width}) with unit stride on its last dim, "
                              f"got {tuple(t.shape)} strides {t.stride()}")  # fmt: skip
+    for name, t, shape in (("A", A, (channels, states)), ("D", D, (channels,)), ("delta_bias", delta_bias, (channels,)),
+                           ("initial_state", initial_state, (batch, channels, states))):  # fmt: skip
+        if t is not None and t.shape != shape:
+            raise ValueError(f"{name} must be {shape} for u of shape {tuple(u.shape)}, got {tuple(t.shape)}")
     # The kernels index with 32-bit offsets; the largest tensors are (batch, L, E) and, in the
     # backward, the shares of dB and dC, (batch, L, E / 32, N)
     if batch * length * max(channels, -(-channels // 32) * states) >= KERNEL_MAX_ELEMENTS:

@@ -174,8 +174,10 @@ def depthwise_conv1d_silu(
         of weight and bias are summed in float32 and returned in their dtypes.
     """
     require_triton("the depthwise conv kernel")
-    if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[2]:
-        raise ValueError(f"x (batch, L, E) and weight (E, K) expected, got {tuple(x.shape)} and {tuple(weight.shape)}")
+    if (x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[2]
+            or (bias is not None and bias.shape != (x.shape[2],))):  # fmt: skip
+        raise ValueError(f"x (batch, L, E), weight (E, K) and bias (E,) expected, got {tuple(x.shape)}, "
+                         f"{tuple(weight.shape)} and {None if bias is None else tuple(bias.shape)}")  # fmt: skip
     if not fits_32_bit_offsets(x):  # the output is dense, x may be a view of a larger tensor
         raise ValueError(f"the depthwise conv kernel indexes with 32-bit offsets: x of shape {tuple(x.shape)} "
                          f"and strides {x.stride()} spans too many elements; split the batch")  # fmt: skip

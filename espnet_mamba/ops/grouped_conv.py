@@ -156,9 +156,10 @@ def grouped_conv1d(
     require_triton("the grouped conv kernel")
     channels = x.shape[-1]
     group, taps = channels // groups, weight.shape[-1]
-    if x.dim() != 3 or weight.shape != (channels, group, taps) or x.stride(2) != 1:
-        raise ValueError(f"x (batch, L, {channels}) with unit stride on D and weight ({channels}, {group}, K) "
-                         f"expected, got {tuple(x.shape)} strides {x.stride()} and {tuple(weight.shape)}")  # fmt: skip
+    if x.dim() != 3 or weight.shape != (channels, group, taps) or bias.shape != (channels,) or x.stride(2) != 1:
+        raise ValueError(f"x (batch, L, {channels}) with unit stride on D, weight ({channels}, {group}, K) and bias "
+                         f"({channels},) expected, got {tuple(x.shape)} strides {x.stride()}, {tuple(weight.shape)} "
+                         f"and {tuple(bias.shape)}")  # fmt: skip
     if x.shape[1] < taps:
         raise ValueError(f"x has {x.shape[1]} frames, fewer than the {taps} taps of the conv")
     if not fits_32_bit_offsets(x):  # the output is dense, x may be a view of a larger tensor
