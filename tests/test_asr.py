@@ -18,6 +18,7 @@ import yaml
 from conftest import TINY_CNN
 from espnet_mamba import asr_streaming
 from espnet_mamba.ctc_decoding import CTCPrefixBeamSearch, GreedyCTCDecoder, build_decoder
+from espnet_mamba.espnet.checkpoint import load_pretrained
 from espnet_mamba.espnet.tasks import MambaASRTask, MambaSSLTask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -384,6 +385,18 @@ def test_finetune_config_carries_the_pretrained_encoder(packed_ssl, tmp_path):
         assert torch.equal(asr_model.encoder.state_dict()[key], value), key
 
 
+def test_load_pretrained_reads_a_zip_packed_with_absolute_paths(packed_ssl):
+    """espnet2.bin.pack lists files outside its working directory by absolute path in meta.yaml
+    and stores them without the leading slash (the fixture packs from tmp)."""
+    zip_path, ssl_model = packed_ssl
+    with zipfile.ZipFile(zip_path) as archive:
+        meta = yaml.safe_load(archive.read("meta.yaml"))
+    assert Path(meta["files"]["ssl_model_file"]).is_absolute()
+    model = load_pretrained(zip_path)
+    for key, value in ssl_model.encoder.backbone.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[key], value), key
+
+
 def test_finetune_config_refuses_a_mismatch(packed_ssl, tmp_path):
     from espnet_mamba.finetuning import finetune_config
 
@@ -472,6 +485,25 @@ def test_hub_upload_fails_clearly_without_network(packed_asr, monkeypatch):
         hf_upload.main(["--packed", str(packed_asr), "--hf_repo", "someone/tiny-asr"])
     with pytest.raises(ValueError, match="user/name"):
         model_zoo.upload_packed(packed_asr, "no-slash")
+
+
+def test_model_card_describes_the_backbone_as_encoder_or_as_frozen_upstream(mamba_exp, packed_ssl, tmp_path):
+    """A CTC model's backbone is its encoder; a Conformer downstream's is the s3prl upstream its
+    frontend names, and its own model file (a Conformer) is not loaded as Mamba-HuBERT."""
+    from espnet_mamba.bin.model_card import model_card
+
+    card = model_card(mamba_exp, mamba_exp / "valid.loss.best.pth", [], None, None)
+    assert "# Mamba-HuBERT (asr): exp" in card and "Backbone: `mamba`" in card and "load_pretrained" in card
+    exp = tmp_path / "asr_conformer"
+    exp.mkdir()
+    upstream = {"upstream": "mamba_hubert", "path_or_url": str(packed_ssl[0])}
+    config = {"encoder": "conformer", "frontend": "s3prl", "ctc_conf": {}, "frontend_conf": {"frontend_conf": upstream}}
+    (exp / "config.yaml").write_text(yaml.safe_dump(config))
+    card = model_card(exp, exp / "valid.acc.best.pth", [], None, None)  # the file need not exist
+    assert "Backbone: `mamba`" in card and "frozen s3prl upstream" in card and "`conformer` encoder" in card
+    (exp / "config.yaml").write_text(yaml.safe_dump({"encoder": "conformer", "frontend": "default"}))
+    with pytest.raises(ValueError, match="holds no Mamba-HuBERT: encoder 'conformer'"):
+        model_card(exp, exp / "valid.acc.best.pth", [], None, None)
 
 
 def test_hub_folder_has_the_card_at_its_root(packed_asr, tmp_path):

@@ -15,7 +15,7 @@ from espnet_mamba.espnet.checkpoint import load_pretrained
 def model_card(exp_dir: Path, model_file: Path, kmeans, feature_layer, results) -> str:
     config = yaml.safe_load((exp_dir / "config.yaml").read_text())
     task = "asr" if "ctc_conf" in config else "ssl"
-    model = load_pretrained(model_file)
+    model, downstream = _mamba_hubert_of(config, model_file, exp_dir)
     backbone = model.cfg
     count = sum(p.numel() for p in model.backbone.parameters())
     lines = [
@@ -28,9 +28,20 @@ def model_card(exp_dir: Path, model_file: Path, kmeans, feature_layer, results) 
         f"Backbone: `{backbone.layer_type}`, {backbone.num_layers} blocks, d_model {backbone.d_model}, "
         f"{'causal' if backbone.causal else 'bidirectional'}, {count / 1e6:.2f}M parameters.",
         "",
-        "Load it with `espnet_mamba.espnet.checkpoint.load_pretrained(<this zip>)`, as the s3prl",
-        "upstream `mamba_hubert` (`import s3prl_upstream`), or with ESPnet after",
-        "`import espnet_mamba.espnet.tasks`.",
+    ]
+    if downstream is None:
+        lines += [
+            "Load it with `espnet_mamba.espnet.checkpoint.load_pretrained(<this zip>)`, as the s3prl",
+            "upstream `mamba_hubert` (`import s3prl_upstream`), or with ESPnet after",
+            "`import espnet_mamba.espnet.tasks`.",
+        ]
+    else:
+        lines += [
+            f"The backbone is a frozen s3prl upstream (`mamba_hubert`, packed beside the model) under ESPnet's "
+            f"`{downstream}` encoder.",
+            "Load it with ESPnet after `import espnet_mamba.espnet.tasks`, which registers the upstream.",
+        ]
+    lines += [
         "",
         "## Training",
         f"- epochs: {config.get('max_epoch')}, optimizer: {config.get('optim')} {config.get('optim_conf')}",
@@ -43,6 +54,18 @@ def model_card(exp_dir: Path, model_file: Path, kmeans, feature_layer, results) 
         lines += ["", "## Results", "", Path(results).read_text()]
     lines += ["", "## Configuration", "", "```yaml", yaml.safe_dump(config, sort_keys=False).strip(), "```", ""]
     return "\n".join(lines)
+
+
+def _mamba_hubert_of(config: dict, model_file: Path, exp_dir: Path):
+    """The Mamba-HuBERT model of an experiment, and the name of the encoder on top of it (None
+    where Mamba-HuBERT is the encoder): the model's own encoder, or its frozen s3prl upstream."""
+    if config.get("encoder") == "mamba_hubert":
+        return load_pretrained(model_file), None
+    upstream = (config.get("frontend_conf") or {}).get("frontend_conf") or {}
+    if config.get("frontend") == "s3prl" and upstream.get("upstream") == "mamba_hubert":
+        return load_pretrained(upstream["path_or_url"]), config.get("encoder")
+    raise ValueError(f"{exp_dir / 'config.yaml'} holds no Mamba-HuBERT: encoder {config.get('encoder')!r}, "
+                     f"frontend {config.get('frontend')!r}")
 
 
 def main(cmd=None):

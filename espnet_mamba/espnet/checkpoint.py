@@ -103,10 +103,11 @@ def _read_packed(path: Path):
         config_file = next(iter(meta["yaml_files"].values()))
         model_file = next(v for k, v in meta["files"].items() if k.endswith("model_file"))
 
-        def member(rel: str) -> str:
+        def member(listed: str) -> str:
+            rel = listed.lstrip("/")  # pack() lists files outside its working directory by absolute path
             matches = [n for n in names if n == rel or n.endswith("/" + rel)]
             if not matches:
-                raise ValueError(f"{path}: {rel} listed in meta.yaml is missing from the archive")
+                raise ValueError(f"{path}: {listed} listed in meta.yaml is missing from the archive")
             return matches[0]
 
         config = yaml.safe_load(archive.read(member(config_file)))

@@ -113,7 +113,8 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ] && ! done_mark "${asr_exp}"
     log "stage 5: training -> ${asr_exp} (log: ${asr_exp}/train.log)"
     dist_args=""
     if [ "${ngpu}" -gt 1 ] || [ "${num_nodes}" -gt 1 ]; then
-        dist_args="--multiprocessing_distributed true --dist_launcher none --num_nodes ${num_nodes} --dist_init_method ${dist_init_method}"
+        # ESPnet counts nodes in --dist_world_size and takes this node's rank from --dist_rank (or RANK)
+        dist_args="--multiprocessing_distributed true --dist_launcher none --dist_world_size ${num_nodes} --dist_init_method ${dist_init_method}"
     fi
     # shellcheck disable=SC2086
     ${train_cmd} python -m espnet_mamba.bin.asr_train \
@@ -139,11 +140,12 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
         done_mark "${out}" && continue
         log "stage 6: offline decoding of ${dset} (${inference_tool}) -> ${out}/text"
         if [ "${inference_tool}" = espnet ]; then
+            # ESPnet's decoder runs on one GPU at most
             # shellcheck disable=SC2086
             python -m espnet_mamba.bin.asr_inference --config "${inference_config}" \
                 --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${model}" \
                 --data_path_and_name_and_type data/${dset}/wav.scp,speech,sound \
-                --ngpu "${ngpu}" --output_dir "${out}/logdir" ${inference_args}
+                --ngpu "$(( ngpu > 0 ? 1 : 0 ))" --output_dir "${out}/logdir" ${inference_args}
             cp "${out}/logdir/1best_recog/text" "${out}/text"
         elif [ "${inference_tool}" = ctc ]; then
             device=cpu; [ "${ngpu}" -gt 0 ] && device=cuda

@@ -12,5 +12,5 @@ best_model() {  # exp dir -> its best model file
     for f in valid.acc.best.pth valid.loss.best.pth latest.pth; do
         [ -f "${d}/${f}" ] && { echo "${d}/${f}"; return; }
     done
-    log "no model in ${d}"; exit 1
+    log "no model in ${d}" >&2; exit 1
 }
