@@ -67,6 +67,7 @@ def test_config_passes_espnet_dry_run(config, token_list, upstream_checkpoints, 
             assert not conf["encoder_conf"].get("freeze_cnn") and not conf["encoder_conf"].get("freeze_encoder_steps")
         else:  # fine-tuning a pretrained model
             assert conf["encoder_conf"]["freeze_cnn"] is True and conf["encoder_conf"]["freeze_encoder_steps"] > 0
+            assert conf["unused_parameters"] is True  # DDP: the frozen backbone's parameters get no gradient
             preset = conf["encoder_conf"]["preset"]
             assert config.stem.endswith(preset) or "mini_an4" in str(config)
     out = tmp_path / "exp"

@@ -157,3 +157,48 @@ def test_encoder_refuses_features_input():
 
     with pytest.raises(ValueError, match="input_size: 1"):
         MambaHuBERTEncoder(input_size=80, preset="mamba_small")
+
+
+def _tiny_encoder(**options):
+    from conftest import tiny_overrides
+
+    from espnet_mamba.espnet.encoder import MambaHuBERTEncoder
+
+    return MambaHuBERTEncoder(preset="mamba_small", **options, **tiny_overrides("mamba_small"))
+
+
+def test_encoder_freezes_the_backbone_for_its_first_updates():
+    """freeze_encoder_steps counts optimizer updates: batches_per_update (ESPnet's accum_grad,
+    set by ResumableTrainer) batches each; evaluation batches do not count."""
+    encoder = _tiny_encoder(freeze_encoder_steps=2)
+    encoder.batches_per_update = 2
+    wavs, lengths = torch.randn(1, 4000), torch.tensor([4000])
+
+    def trains() -> bool:
+        return encoder(wavs, lengths)[0].requires_grad
+
+    encoder.eval()
+    assert trains()  # in eval mode nothing is frozen, and nothing counted
+    encoder.train()
+    assert [trains() for _ in range(6)] == [False] * 4 + [True] * 2
+    assert encoder.trained_batches == 6
+
+
+def test_resume_tells_the_encoder_the_batches_it_trained(tmp_path):
+    """A resumed run goes on freezing where the killed one stopped, not from zero."""
+    from espnet2.train.reporter import Reporter
+
+    from espnet_mamba.espnet.trainer import ResumableTrainer
+
+    model, reporter = torch.nn.Sequential(_tiny_encoder(freeze_encoder_steps=10)), Reporter()
+    for epoch in (1, 2):
+        reporter.set_epoch(epoch)
+        with reporter.observe("train") as sub:
+            for _ in range(3):
+                sub.register({"loss": 1.0})
+                sub.next()
+    torch.save({"model": model.state_dict(), "reporter": reporter.state_dict(), "optimizers": [], "schedulers": [],
+                "scaler": None}, tmp_path / "checkpoint.pth")  # fmt: skip
+    resumed = torch.nn.Sequential(_tiny_encoder(freeze_encoder_steps=10))
+    ResumableTrainer.resume(tmp_path / "checkpoint.pth", resumed, Reporter(), [], [], None)
+    assert resumed[0].trained_batches == 6

@@ -26,7 +26,11 @@ class MambaHuBERTEncoder(AbsEncoder):
             model config replaces the preset, ``overrides`` still apply (e.g. dropout).
         freeze_cnn: keep the waveform CNN frozen (HuBERT fine-tuning).
         freeze_encoder_steps: run the whole backbone without gradients for the first N
-            training steps, then train all but the (optionally frozen) CNN.
+            optimizer updates, then train all but the (optionally frozen) CNN. The encoder
+            counts training batches; :class:`~espnet_mamba.espnet.trainer.ResumableTrainer`
+            tells it ESPnet's ``accum_grad`` (batches per update) and, on ``--resume``, the
+            batches already trained. (Under DDP every parameter of the backbone goes without
+            a gradient while it is frozen: set ``unused_parameters: true``.)
         overrides: ModelConfig fields, e.g. ``num_layers: 2``.
     """
 
@@ -54,7 +58,8 @@ class MambaHuBERTEncoder(AbsEncoder):
             self.backbone = MambaHuBERT(load_config(preset, **overrides))
         self.freeze_cnn = freeze_cnn
         self.freeze_encoder_steps = freeze_encoder_steps
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long), persistent=False)
+        self.trained_batches = 0  # on the host: reading a device counter would wait for the GPU
+        self.batches_per_update = 1
         if freeze_cnn:
             self.backbone.feature_extractor.requires_grad_(False)
 
@@ -67,9 +72,9 @@ class MambaHuBERTEncoder(AbsEncoder):
         return self.backbone.layers
 
     def _grad_context(self):
-        frozen = self.training and int(self.num_updates) < self.freeze_encoder_steps
+        frozen = self.training and self.trained_batches < self.freeze_encoder_steps * self.batches_per_update
         if self.training:
-            self.num_updates += 1
+            self.trained_batches += 1
         return torch.no_grad() if frozen else contextlib.nullcontext()
 
     def embed(self, speech: torch.Tensor, speech_lengths: torch.Tensor):

@@ -24,6 +24,7 @@ import torch
 from espnet2.train.trainer import Trainer
 
 from espnet_mamba.atomic_write import write_atomically
+from espnet_mamba.espnet.encoder import MambaHuBERTEncoder
 
 CHECKPOINT = "checkpoint.pth"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pth"
@@ -60,10 +61,12 @@ class ResumableTrainer(Trainer):
             (Path(trainer_options.output_dir) / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)
 
     @classmethod
-    def train_one_epoch(cls, *, options, distributed_option, **kwargs) -> bool:
+    def train_one_epoch(cls, *, model, options, distributed_option, **kwargs) -> bool:
         if not distributed_option.distributed or distributed_option.dist_rank == 0:
             keep_previous_checkpoint(Path(options.output_dir))
-        return super().train_one_epoch(options=options, distributed_option=distributed_option, **kwargs)
+        for encoder in _mamba_hubert_encoders(model):  # its freeze_encoder_steps count updates
+            encoder.batches_per_update = options.accum_grad
+        return super().train_one_epoch(model=model, options=options, distributed_option=distributed_option, **kwargs)
 
     @staticmethod
     def resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu=0, strict=True) -> None:
@@ -79,9 +82,16 @@ class ResumableTrainer(Trainer):
             logging.warning(f"{checkpoint} is torn (a kill or an error cut its save short): resuming from {previous}")
             checkpoint = previous
         Trainer.resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu=ngpu, strict=strict)
+        trained = reporter.stats.get(reporter.get_epoch(), {}).get("train", {}).get("total_count", 0)
+        for encoder in _mamba_hubert_encoders(model):  # where its freeze_encoder_steps left off
+            encoder.trained_batches = trained
         epoch_model = checkpoint.parent / f"{reporter.get_epoch()}epoch.pth"
         writes_files = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
         # with ESPnet's adapters (strict=False) an epoch model may hold part of the model: left as it is
         if writes_files and strict and not _is_complete(epoch_model):
             logging.warning(f"{epoch_model} is missing or torn: written from {checkpoint}")
             write_atomically(epoch_model, lambda tmp: torch.save(model.state_dict(), tmp))
+
+
+def _mamba_hubert_encoders(model: torch.nn.Module):
+    return [module for module in model.modules() if isinstance(module, MambaHuBERTEncoder)]
