@@ -152,3 +152,16 @@ def test_torn_or_missing_epoch_model_is_written_from_the_checkpoint(run_copy, da
     saved = torch.load(epoch_model, map_location="cpu", weights_only=True)
     expected = torch.load(run_copy / CHECKPOINT, map_location="cpu", weights_only=True)["model"]
     assert saved.keys() == expected.keys() and all(torch.equal(saved[k], expected[k]) for k in saved)
+
+
+def test_links_to_the_epoch_model_are_made_again_on_resume(run_copy):
+    """Killed after 2epoch.pth was saved and before ESPnet linked latest.pth and the best models
+    to it: the resume links them as the finished run had."""
+    links = {p.name: p.readlink() for p in run_copy.glob("*.pth") if p.is_symlink()}
+    assert links["latest.pth"] == Path("2epoch.pth") and len(links) > 1
+    for name, target in links.items():
+        if target == Path("2epoch.pth"):
+            (run_copy / name).unlink()
+            (run_copy / name).symlink_to("1epoch.pth")
+    _train(run_copy, max_epoch=2)
+    assert {p.name: p.readlink() for p in run_copy.glob("*.pth") if p.is_symlink()} == links

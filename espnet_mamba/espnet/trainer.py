@@ -8,10 +8,14 @@ epoch model missing or torn, and the final n-best averaging, which reads it, fai
 :class:`ResumableTrainer` keeps a copy of the last checkpoint while an epoch trains
 (``checkpoint.prev.pth``, written under a temporary name and renamed; removed when training
 ends). It resumes from that copy when ``checkpoint.pth`` is torn (the interrupted epoch is
-trained again), and writes a missing or torn epoch model from the checkpoint it resumes. A
-torn file is one that ``torch.save`` did not finish: a kill leaves it without the zip directory,
-which is written last; an exception inside ``torch.save`` (a full disk) leaves a closed archive
-that lacks the records after the failed one.
+trained again), writes a missing or torn epoch model from the checkpoint it resumes, and links
+``latest.pth`` and the best models to it as ESPnet does after saving it. A torn file is one
+that ``torch.save`` did not finish: a kill leaves it without the zip directory, which is
+written last; an exception inside ``torch.save`` (a full disk) leaves a closed archive that
+lacks the records after the failed one.
+
+It also tells each Mamba-HuBERT encoder ESPnet's ``accum_grad`` and, on resume, the batches
+already trained, by which its ``freeze_encoder_steps`` count.
 """
 
 import logging
@@ -54,8 +58,11 @@ def keep_previous_checkpoint(output_dir: Path) -> None:
 class ResumableTrainer(Trainer):
     """ESPnet's :class:`~espnet2.train.trainer.Trainer` whose resume survives torn checkpoints."""
 
+    best_model_criterion = ()  # of the run: resume links the best models by it
+
     @classmethod
     def run(cls, *, trainer_options, distributed_option, **kwargs) -> None:
+        cls.best_model_criterion = trainer_options.best_model_criterion
         super().run(trainer_options=trainer_options, distributed_option=distributed_option, **kwargs)
         if not distributed_option.distributed or distributed_option.dist_rank == 0:
             (Path(trainer_options.output_dir) / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)
@@ -68,8 +75,8 @@ class ResumableTrainer(Trainer):
             encoder.batches_per_update = options.accum_grad
         return super().train_one_epoch(model=model, options=options, distributed_option=distributed_option, **kwargs)
 
-    @staticmethod
-    def resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu=0, strict=True) -> None:
+    @classmethod
+    def resume(cls, checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu=0, strict=True) -> None:
         checkpoint = Path(checkpoint)
         if not _is_complete(checkpoint):
             previous = checkpoint.with_name(PREVIOUS_CHECKPOINT)
@@ -91,6 +98,23 @@ class ResumableTrainer(Trainer):
         if writes_files and strict and not _is_complete(epoch_model):
             logging.warning(f"{epoch_model} is missing or torn: written from {checkpoint}")
             write_atomically(epoch_model, lambda tmp: torch.save(model.state_dict(), tmp))
+        if writes_files:
+            _link_epoch_model(epoch_model, reporter, cls.best_model_criterion)
+
+
+def _link_epoch_model(epoch_model: Path, reporter, best_model_criterion) -> None:
+    """``latest.pth``, and ``{phase}.{key}.best.pth`` where its epoch is the best, linked to the
+    model of the reporter's last epoch, as ESPnet links them after saving it: a kill between
+    that save and the links would leave them at an earlier epoch."""
+    epoch, links = reporter.get_epoch(), ["latest.pth"]
+    for phase, key, mode in best_model_criterion:
+        if reporter.has(phase, key) and reporter.get_best_epoch(phase, key, mode) == epoch:
+            links.append(f"{phase}.{key}.best.pth")
+    for name in links:
+        link = epoch_model.with_name(name)
+        if not (link.is_symlink() and link.readlink() == Path(epoch_model.name)):
+            link.unlink(missing_ok=True)
+            link.symlink_to(epoch_model.name)
 
 
 def _mamba_hubert_encoders(model: torch.nn.Module):
