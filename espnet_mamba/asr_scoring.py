@@ -1,6 +1,8 @@
 """Word and character error rates of hypothesis files against a reference, with jiwer.
 
-Files are Kaldi ``text`` (``utt_id words...``) or sclite ``trn`` (``words... (utt_id)``).
+Files are Kaldi ``text`` (``utt_id words...``) or sclite ``trn`` (``words... (utt_id)``): trn
+where every line ends in a parenthesised id, so a Kaldi line whose last word is in parentheses
+stays Kaldi.
 """
 
 import re
@@ -14,12 +16,15 @@ _TRN_LINE = re.compile(r"^(.*)\((\S+)\)\s*$")
 
 def read_transcripts(path: Union[str, Path]) -> Dict[str, str]:
     """{utt_id: text} from a Kaldi text or an sclite trn file; errors name the line."""
+    lines = [(number, line) for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1)
+             if line.strip()]  # fmt: skip
+    is_trn = bool(lines) and all(_TRN_LINE.match(line) for _, line in lines)
     out = {}
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        trn = _TRN_LINE.match(line)
-        utt_id, text = (trn.group(2), trn.group(1)) if trn else (line.split(maxsplit=1) + [""])[:2]
+    for number, line in lines:
+        if is_trn:
+            text, utt_id = _TRN_LINE.match(line).groups()
+        else:
+            utt_id, text = (line.split(maxsplit=1) + [""])[:2]
         if utt_id in out:
             raise ValueError(f"{path}:{number}: utterance {utt_id} appears twice")
         out[utt_id] = " ".join(text.split())

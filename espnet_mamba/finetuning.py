@@ -20,7 +20,7 @@ from espnet_mamba.config import load_config
 ENCODER = "mamba_hubert"
 FINETUNE_KEYS = ("freeze_cnn", "freeze_encoder_steps")
 # ModelConfig fields that leave the parameters as they are: an ASR config may set its own
-SHAPE_FREE_FIELDS = ("dropout", "attention_dropout", "dropout_input", "ssm_impl", "scan_chunk_size",
+SHAPE_FREE_FIELDS = ("dropout", "attention_dropout", "dropout_input", "dither", "ssm_impl", "scan_chunk_size",
                      "recompute_cnn", "recompute_blocks", "compile_cnn")
 SSL_MODEL_FILES = ("valid.loss.best.pth", "valid.acc.best.pth", "latest.pth")
 

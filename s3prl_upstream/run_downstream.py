@@ -32,10 +32,11 @@ import s3prl_upstream  # noqa: F401  (shims and registration before s3prl.run_do
 from espnet_mamba.atomic_write import write_atomically
 from s3prl_upstream import compat, dataset_caches
 
-# option -> (the only value that works, why)
+# option -> (the only value that works, None where the option cannot be given at all, why). s3prl
+# keeps --push_to_hf_hub's value as a string, so even "False" is true to it and uploads.
 HUB_OPTIONS = {
     "--hub": ("torch", "s3prl's Hugging Face login uses APIs removed in huggingface_hub 1.0"),
-    "--push_to_hf_hub": ("False", "s3prl's upload uses huggingface_hub.Repository, removed in huggingface_hub 1.0"),
+    "--push_to_hf_hub": (None, "s3prl's upload uses huggingface_hub.Repository, removed in huggingface_hub 1.0"),
 }
 
 
@@ -46,7 +47,7 @@ def check_options(argv: List[str]) -> None:
         if option in HUB_OPTIONS:
             working_value, reason = HUB_OPTIONS[option]
             value = value or (argv[i + 1] if i + 1 < len(argv) else "")
-            if value != working_value:
+            if working_value is None or value != working_value:
                 raise ValueError(f"{option} {value}: {reason}")
 
 

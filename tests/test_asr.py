@@ -411,11 +411,11 @@ def test_finetune_config_refuses_a_mismatch(packed_ssl, tmp_path):
         finetune_config({"encoder": "conformer"}, ssl_config, "ssl.pth")
 
 
-def test_finetune_config_takes_the_asr_configs_memory_and_dropout_settings():
+def test_finetune_config_takes_the_asr_configs_memory_dropout_and_dither_settings():
     from espnet_mamba.finetuning import finetune_config
 
     ssl_config = {"encoder": "mamba_hubert", "encoder_conf": {"preset": "mamba_small", "d_model": 64}}
-    settings = {"dropout": 0.2, "recompute_cnn": True, "recompute_blocks": True, "compile_cnn": True}
+    settings = {"dropout": 0.2, "dither": 3e-5, "recompute_cnn": True, "recompute_blocks": True, "compile_cnn": True}
     asr = {"encoder": "mamba_hubert", "encoder_conf": {"preset": "mamba_small", **settings}}
     encoder_conf = finetune_config(asr, ssl_config, "ssl.pth")["encoder_conf"]
     assert encoder_conf == {"preset": "mamba_small", "d_model": 64, **settings}
@@ -544,6 +544,9 @@ def test_error_rates_from_text_and_trn(tmp_path):
     assert "| test | 2 | 6 | 83.33 |" in results_table([("test", rates)])
     with pytest.raises(ValueError, match="have no hypothesis"):
         error_rates({"u1": "A", "u3": "B"}, {"u1": "A"})
+    # a Kaldi line whose last word is parenthesised stays Kaldi: the format is the whole file's
+    (tmp_path / "text").write_text("u1 hello (world)\nu2 plain words\n")
+    assert read_transcripts(tmp_path / "text") == {"u1": "hello (world)", "u2": "plain words"}
 
 
 def test_data_dir_writer_sorts_every_table_and_refuses_inconsistent_ones(tmp_path):

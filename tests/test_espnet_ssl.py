@@ -141,6 +141,13 @@ def test_save_pretrained_round_trip(tmp_path):
     torch.testing.assert_close(loaded.extract_features(wav)[0][-1], model.extract_features(wav)[0][-1])
 
 
+def test_ssl_model_refuses_specaug(ssl_args):
+    """encode() masks with HuBERT's mask util only: a SpecAugment in the config would be ignored."""
+    ssl_args.specaug, ssl_args.specaug_conf = "specaug", {"apply_time_warp": False, "time_mask_width_range": 5}
+    with pytest.raises(ValueError, match="specaug: null"):
+        MambaSSLTask.build_model(ssl_args)
+
+
 def test_checkpoint_of_another_model_is_refused(tmp_path):
     exp = tmp_path / "other"
     exp.mkdir()
@@ -150,6 +157,17 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
         checkpoint.load_pretrained(exp / "valid.loss.best.pth")
     with pytest.raises(FileNotFoundError):
         checkpoint.load_pretrained(tmp_path / "missing.pth")
+
+
+def test_checkpoint_whose_pretrained_file_is_gone_names_it(tmp_path):
+    """Its config takes its shape from encoder_conf.pretrained: no silent fall back to a preset."""
+    exp = tmp_path / "asr"
+    exp.mkdir()
+    torch.save({}, exp / "valid.loss.best.pth")
+    config = {"encoder": "mamba_hubert", "encoder_conf": {"preset": "mamba_small", "pretrained": "gone/ssl.pth"}}
+    (exp / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(FileNotFoundError, match="encoder_conf.pretrained gone/ssl.pth"):
+        checkpoint.load_pretrained(exp / "valid.loss.best.pth")
 
 
 def test_encoder_refuses_features_input():

@@ -228,7 +228,7 @@ def test_espnet_s3prl_frontend_builds_and_runs_on_mamba_hubert(tiny_ckpt):
 # --- run_downstream helpers -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [["--hub", "huggingface"], ["--push_to_hf_hub=True"]])
+@pytest.mark.parametrize("argv", [["--hub", "huggingface"], ["--push_to_hf_hub=True"], ["--push_to_hf_hub", "False"]])
 def test_hub_options_that_cannot_work_are_refused(argv):
     with pytest.raises(ValueError, match="huggingface_hub"):
         run_downstream.check_options(["-m", "train", *argv])

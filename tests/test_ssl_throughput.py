@@ -40,6 +40,15 @@ def test_summary_reads_espnet_log():
     assert stats["steady_data_wait_ms"] == 1.0
 
 
+@pytest.mark.parametrize("timespan, seconds", [("1 minute and 3.5 seconds", 63.5), ("2 minutes", 120),
+                                               ("1 hour, 2 minutes and 5 seconds", 3725)])  # fmt: skip
+def test_summary_reads_the_epoch_time_as_humanfriendly_writes_it(timespan, seconds):
+    """Singular units, and several parts; the train part's time, not the valid part's."""
+    log = LOG.replace("time=17.5 seconds, total_count=100",
+                      f"time={timespan}, total_count=100, [valid] loss=4.0, time=2.5 seconds")
+    assert ssl_throughput.summarize(log, steps=100, batch_size=8, seconds=15)["wall_s"] == seconds
+
+
 def test_refuses_a_work_dir_with_a_comma(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ssl_throughput.main(["--work_dir", str(tmp_path / "a,b")])

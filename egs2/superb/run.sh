@@ -190,6 +190,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
                 fi
                 evaluate_checkpoint "${expdir}" "${ckpt}" "${test_split}" "${expdir}/test.log"
                 if [ "${task}" = SD ]; then
+                    if [ "${toy}" = true ]; then log "  SD: toy corpora have no reference RTTM; DER not scored"; continue; fi
                     if [ -z "${dscore_root}" ]; then log "  SD: no --dscore_root, DER not scored"; continue; fi
                     scoring=${expdir}/scoring
                     find "${scoring}/predictions" -iname "*.h5" > "${scoring}/file_list"

@@ -120,10 +120,13 @@ def summarize(log: str, steps: int, batch_size: int, seconds: float) -> dict:
     included) and ``iter_time``, the time the step waited for the data loader. The
     ``steady_*`` figures average the intervals after the first, leaving out warm-up.
     """
-    epoch = re.search(r"1epoch results: \[train\](.*?)time=([\d.]+) (minutes|seconds|hours)", log)
+    # ESPnet writes the epoch's time with humanfriendly: "17.5 seconds", "1 minute and 3.5 seconds",
+    # "1 hour, 2 minutes and 5 seconds"; the train part ends at "[valid]" or at the line's end
+    epoch = re.search(r"1epoch results: \[train\].*?[ ,]time=((?:[\d.]+ (?:hour|minute|second)s?(?:, | and )?)+)", log)
     if epoch is None:
         raise ValueError("no epoch results in train.log")
-    wall = float(epoch.group(2)) * {"seconds": 1, "minutes": 60, "hours": 3600}[epoch.group(3)]
+    units = {"hour": 3600, "minute": 60, "second": 1}
+    wall = sum(float(n) * units[unit] for n, unit in re.findall(r"([\d.]+) (hour|minute|second)", epoch.group(1)))
     audio = steps * batch_size * seconds  # ESPnet's batch_size is the global batch, split over GPUs
     stats = {"wall_s": wall, "audio_s": audio, "audio_per_s": audio / wall, "losses": _interval_means(log, "loss")}
     step_s, data_s = _interval_means(log, "train_time")[1:], _interval_means(log, "iter_time")[1:]

@@ -127,7 +127,10 @@ def _config_from_espnet(config: dict, path) -> ModelConfig:
     for key in ("freeze_cnn", "freeze_encoder_steps"):
         conf.pop(key, None)
     preset = conf.pop("preset", "mamba_base")
-    if pretrained and Path(pretrained).exists():
+    if pretrained:  # the model's shape comes from that checkpoint
+        if not Path(pretrained).exists():
+            raise FileNotFoundError(f"{path}: its encoder_conf.pretrained {pretrained}, which gives the model's shape, "
+                                    "does not exist")  # fmt: skip
         base = load_pretrained(pretrained).cfg.to_dict()
         return ModelConfig(**{**base, **conf})
     head = {}

@@ -24,6 +24,8 @@ class MambaHuBERTSSLModel(ESPnetSSLModel):
                     f"model mamba_hubert takes raw waveforms: set {name}: null "
                     "(and input_size: 1 for no frontend)"
                 )
+        if specaug is not None:  # encode() never applies it: HuBERT's masking is the mask util
+            raise ValueError("model mamba_hubert masks frames with its mask util, not SpecAugment: set specaug: null")
         if not isinstance(encoder, MambaHuBERTEncoder):
             raise ValueError(f"model mamba_hubert needs encoder: mamba_hubert, got {type(encoder).__name__}")
         super().__init__(frontend, specaug, normalize, preencoder, encoder, **kwargs)
