@@ -75,11 +75,20 @@ class MambaHuBERT(nn.Module):
         This is where HuBERT's masking applies, between ``embed`` and ``encode``. In training,
         ``dither`` adds its noise to the waveforms first.
         """
+        self._check_float32_parameters()
         if self.training and self.cfg.dither > 0:
             wavs = wavs + self.cfg.dither * torch.randn_like(wavs)
         feats, frame_lengths = self._cnn(wavs)(wavs, lengths)
         x = self.dropout_input(self.feature_proj(self.feature_norm(feats)))
         return x, frame_lengths
+
+    def _check_float32_parameters(self) -> None:
+        """The CNN's statistics, the positional conv and the stream's buffers work in float32;
+        lower precision comes from autocast, not from casting the model."""
+        dtype = self.feature_norm.weight.dtype  # a norm: int8 linear layers have no weight tensor
+        if dtype != torch.float32:
+            raise ValueError(f"the model's parameters are {dtype}: keep them float32 and run the model under "
+                             "torch.autocast for bfloat16 or float16")  # fmt: skip
 
     def encode(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> List[torch.Tensor]:
         """(batch, frames, D) -> [input to block 1, output of block 1, ..., of block N].
@@ -155,6 +164,7 @@ class MambaHuBERT(nn.Module):
         the audio into chunks gives the frames of one offline ``extract_features``.
         """
         check_waveforms(chunk, None, None, min_samples=0)
+        self._check_float32_parameters()
         if chunk.shape[0] != state.conv.pending[0].shape[0]:
             raise ValueError(f"the chunk holds {chunk.shape[0]} streams, the state {state.conv.pending[0].shape[0]} "
                              "(init_stream's batch_size)")  # fmt: skip

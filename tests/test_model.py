@@ -572,6 +572,14 @@ def test_mamba_stream_starts_its_conv_state_in_the_dtype_of_what_it_holds(monkey
     assert seen == [(torch.bfloat16, torch.bfloat16)]
 
 
+def test_a_model_cast_to_bfloat16_is_refused_with_the_way_to_run_it(tiny_model):
+    model = tiny_model("mamba_small").to(torch.bfloat16)
+    with pytest.raises(ValueError, match="parameters are torch.bfloat16: .* torch.autocast"):
+        model.extract_features(torch.randn(1, 4000))
+    with pytest.raises(ValueError, match="torch.autocast"):
+        model.stream(torch.randn(1, 800), model.init_stream(1))
+
+
 def test_stream_checks_the_chunk_against_the_state_batch(tiny_model):
     model = tiny_model("mamba_small")
     with pytest.raises(ValueError, match="chunk holds 3 streams, the state 2"):
