@@ -6,6 +6,11 @@
 #   PYTHON=/path/to/python3.12 ./setup.sh   use that interpreter
 set -euo pipefail
 cd "$(dirname "$0")"
+case "${1:-}" in
+    ""|--cuda) ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+    *) echo "$0: unknown option $1 (--cuda, --help)" >&2; exit 2 ;;
+esac
 
 is_py312() { [ -n "$1" ] && "$@" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; }
 
@@ -28,7 +33,7 @@ find_python() {
 }
 
 PY=$(find_python)
-echo "Using $(${PY} --version) at ${PY}"
+echo "Using $("${PY}" --version) at ${PY}"
 [ -x .venv/bin/python ] && is_py312 .venv/bin/python || { rm -rf .venv; "${PY}" -m venv .venv; }
 .venv/bin/python -m pip install --quiet --upgrade pip
 extras="test"

@@ -23,8 +23,6 @@
 #   ER   emotion, 5 folds         IEMOCAP (IEMOCAP_full_release)                         Acc
 set -euo pipefail
 
-log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*"; }
-
 stage=1
 stop_stage=4
 tasks="PR ASR KS QbE SID ASV SD IC SF ER"
@@ -43,9 +41,12 @@ python=python3
 
 . ./path.sh
 . ./utils/parse_options.sh
+. ./utils/stage_funcs.sh
+check_stages
 
 [ -e "${upstream_ckpt}" ] || { echo "$0: --upstream_ckpt must name a checkpoint" >&2; exit 1; }
-readonly model_ckpt=$(realpath "${upstream_ckpt}")
+model_ckpt=$(realpath "${upstream_ckpt}")
+readonly model_ckpt
 mkdir -p "${exp}" && exp=$(realpath "${exp}")
 readonly toy_root=${exp}/toy_corpora
 
@@ -61,6 +62,8 @@ fi
 
 # The run_downstream settings of a task: downstream, config, test_split, best_ckpt, folds, setting_prefix
 task_info() { ${python} -m s3prl_upstream.superb task-info "$1"; }
+# every task known before anything runs: the stages eval task_info's output, where a failure would go unseen
+for task in ${tasks}; do task_info "${task}" > /dev/null; done
 
 # -o overrides pointing a task's config at the corpus (empty for toy corpora)
 corpus_overrides() {
@@ -143,7 +146,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
         case ${task} in
         QbE)
             if [ "${toy}" = true ]; then log "  QbE: toy corpora have no QUESST14 scorer; DTW only"; fi
-            num_layers=$(${python} -c "from espnet_mamba.espnet.checkpoint import load_pretrained as l; print(l('${model_ckpt}').cfg.num_layers)")
+            num_layers=$(${python} -c "import sys; from espnet_mamba.espnet.checkpoint import load_pretrained as l; print(l(sys.argv[1]).cfg.num_layers)" "${model_ckpt}")
             for layer in ${qbe_layers:-$(seq 0 "${num_layers}")}; do
                 for split in dev ${test_split}; do
                     [ "${split}" = "${test_split}" ] && [ "${toy}" != true ] && continue  # eval: best layer only, below
@@ -175,7 +178,9 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
                 dir=$(dirname "${ckpt}"); name=$(basename "${ckpt}" .ckpt)
                 [ -s "${dir}/test_${name}.log" ] && continue
                 mkdir -p "${dir}/${name}"
-                evaluate_checkpoint "${dir}/${name}" "${ckpt}" "${test_split}" "${dir}/test_${name}.log"
+                # the log is the sign of a finished evaluation: it gets its name when the evaluation ends well
+                evaluate_checkpoint "${dir}/${name}" "${ckpt}" "${test_split}" "${dir}/test_${name}.log.partial"
+                mv "${dir}/test_${name}.log.partial" "${dir}/test_${name}.log"
             done
             ;;
         *)

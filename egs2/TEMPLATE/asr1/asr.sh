@@ -51,6 +51,7 @@ hf_repo=""              # user/name: stage 10 uploads the packed model there
 . ./cmd.sh
 . utils/parse_options.sh
 . utils/stage_funcs.sh
+check_stages
 
 asr_exp=${expdir}/${asr_tag}
 token_dir=data/token_list/${token_type}
@@ -59,19 +60,22 @@ packed=${packed_dir}/${model_name}.zip
 
 
 
-if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ] && ! done_mark data; then
+# the data sets stage 1 makes depend on these (e.g. TED-LIUM's --doc_minutes): a new value prepares them
+data_settings="${local_data_opts} | ${train_set} ${valid_set} ${test_sets}"
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ] && ! done_mark data "${data_settings}"; then
     log "stage 1: data preparation"
     # shellcheck disable=SC2086
     local/data.sh ${local_data_opts}
-    mark_done data
+    mark_done data "${data_settings}"
 fi
 
-if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ] && ! done_mark ${dumpdir}/shapes; then
-    log "stage 2: speech shape files"
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     for dset in ${train_set} ${valid_set}; do
-        python -m espnet_mamba.bin.shapes --wav_scp data/${dset}/wav.scp --out ${dumpdir}/shapes/${dset}/speech_shape
+        done_mark "${dumpdir}/shapes/${dset}" && continue
+        log "stage 2: speech shape file of ${dset}"
+        python -m espnet_mamba.bin.shapes --wav_scp "data/${dset}/wav.scp" --out "${dumpdir}/shapes/${dset}/speech_shape"
+        mark_done "${dumpdir}/shapes/${dset}"
     done
-    mark_done ${dumpdir}/shapes
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && ! done_mark "${token_dir}"; then
@@ -97,6 +101,13 @@ fi
 bpe_args=""
 [ "${token_type}" = bpe ] && bpe_args="--bpemodel ${token_dir}/bpe.model"
 
+config_inputs="--asr_config ${asr_config} --pretrained '${pretrained}'"  # what stage 4 makes the config from
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [ -f "${asr_exp}/train_config.inputs" ] \
+        && [ "$(cat "${asr_exp}/train_config.inputs")" != "${config_inputs}" ]; then
+    log "${asr_exp}/train_config.yaml was made from $(cat "${asr_exp}/train_config.inputs"), not ${config_inputs}:" \
+        "remove ${asr_exp} or give another --asr_tag" >&2
+    exit 1
+fi
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [ ! -f "${asr_exp}/train_config.yaml" ]; then
     mkdir -p "${asr_exp}"
     if [ -n "${pretrained}" ]; then
@@ -107,6 +118,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [ ! -f "${asr_exp}/train
         log "stage 4: no --pretrained: training ${asr_config} from scratch"
         cp "${asr_config}" "${asr_exp}/train_config.yaml"
     fi
+    printf '%s' "${config_inputs}" > "${asr_exp}/train_config.inputs"
 fi
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ] && ! done_mark "${asr_exp}"; then
@@ -166,10 +178,10 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ] && [ "${streaming}" = true 
         out=${asr_exp}/decode_stream/${dset}
         done_mark "${out}" && continue
         log "stage 7: streaming decoding of ${dset} -> ${out}/text"
-        config_arg=""
-        [ -n "${stream_config}" ] && config_arg="--config ${stream_config}"
+        config_arg=()
+        [ -n "${stream_config}" ] && config_arg=(--config "${stream_config}")
         # shellcheck disable=SC2086
-        python -m espnet_mamba.bin.asr_stream ${config_arg} --model "${asr_exp}/config.yaml" --model_file "${model}" \
+        python -m espnet_mamba.bin.asr_stream "${config_arg[@]+"${config_arg[@]}"}" --model "${asr_exp}/config.yaml" --model_file "${model}" \
             --wav_scp data/${dset}/wav.scp --output_dir "${out}" --quiet ${stream_args}
         mark_done "${out}"
     done
@@ -177,10 +189,11 @@ fi
 
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ] && [ ! -f "${asr_exp}/RESULTS.md" ]; then
     log "stage 8: scoring -> ${asr_exp}/RESULTS.md and ${results}"
+    model=$(best_model "${asr_exp}")
     {
         echo "# ${model_name}"
         echo
-        echo "- model: ${asr_exp} ($(basename "$(best_model "${asr_exp}")")), config: ${asr_config}"
+        echo "- model: ${asr_exp} ($(basename "${model}")), config: ${asr_config}"
         echo "- pretrained: ${pretrained:-none}"
         echo "- date: $(date -u '+%Y-%m-%d'), host: $(uname -n), OMP_NUM_THREADS: ${OMP_NUM_THREADS:-unset}"
         echo
@@ -217,8 +230,7 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ] && [ ! -f "${packed}" ]; th
     [ "${token_type}" = bpe ] && options="${options} --option ${token_dir}/bpe.model"
     for f in ${pack_options}; do options="${options} --option ${f}"; done
     # shellcheck disable=SC2086
-    python -m espnet2.bin.pack asr --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${model}" \
-        ${options} --outpath "${packed}"
+    pack_zip asr "${packed}" --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${model}" ${options}
 fi
 
 if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then

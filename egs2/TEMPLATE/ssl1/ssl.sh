@@ -46,6 +46,7 @@ analysis_device=cpu
 . ./cmd.sh
 . utils/parse_options.sh
 . utils/stage_funcs.sh
+check_stages
 
 
 ssl_train() {  # iteration config
@@ -124,7 +125,8 @@ fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ] && ! done_mark ${dumpdir}/labels_iter1; then
     log "stage 5: iteration 1 targets from layer ${feature_layer} of iteration 0"
-    targets 1 "${n_clusters_iter1}" --kind layer --layer "${feature_layer}" --checkpoint "$(best_model ${expdir}/ssl_iter0)"
+    iter0_model=$(best_model "${expdir}/ssl_iter0")
+    targets 1 "${n_clusters_iter1}" --kind layer --layer "${feature_layer}" --checkpoint "${iter0_model}"
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ] && ! done_mark ${expdir}/ssl_iter1; then
@@ -135,15 +137,13 @@ fi
 packed=${packed_dir}/${model_name}.zip
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ] && [ ! -f "${packed}" ]; then
     log "stage 7: packing"
-    model=$(best_model ${expdir}/ssl_iter1)
-    python -m espnet_mamba.bin.model_card --exp_dir ${expdir}/ssl_iter1 --model_file "${model}" \
-        --kmeans ${dumpdir}/labels_iter0/km.joblib ${dumpdir}/labels_iter1/km.joblib \
-        --feature_layer "${feature_layer}" --out ${expdir}/ssl_iter1/README.md
-    python -m espnet2.bin.pack ssl --ssl_train_config ${expdir}/ssl_iter1/config.yaml \
-        --ssl_model_file "${model}" \
-        --option ${expdir}/ssl_iter1/README.md \
-        --option ${dumpdir}/labels_iter0/km.joblib --option ${dumpdir}/labels_iter1/km.joblib \
-        --outpath "${packed}"
+    model=$(best_model "${expdir}/ssl_iter1")
+    python -m espnet_mamba.bin.model_card --exp_dir "${expdir}/ssl_iter1" --model_file "${model}" \
+        --kmeans "${dumpdir}/labels_iter0/km.joblib" "${dumpdir}/labels_iter1/km.joblib" \
+        --feature_layer "${feature_layer}" --out "${expdir}/ssl_iter1/README.md"
+    pack_zip ssl "${packed}" --ssl_train_config "${expdir}/ssl_iter1/config.yaml" --ssl_model_file "${model}" \
+        --option "${expdir}/ssl_iter1/README.md" \
+        --option "${dumpdir}/labels_iter0/km.joblib" --option "${dumpdir}/labels_iter1/km.joblib"
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ] && ! done_mark ${expdir}/analysis; then

@@ -16,6 +16,9 @@ downstream=ctc
 pretrained=""
 asr_args=()
 while [ $# -gt 0 ]; do
+    if [[ "$1" == --*=* ]]; then  # --name=value -> --name value
+        set -- "${1%%=*}" "${1#*=}" "${@:2}"
+    fi
     case "$1" in
         --preset|--downstream|--pretrained) [ $# -ge 2 ] || { echo "$0: $1 needs a value" >&2; exit 1; }
             printf -v "${1#--}" '%s' "$2"; shift 2 ;;

@@ -9,7 +9,9 @@ doc_minutes=${1:-5}
 download_dir=${TEDLIUM3:-downloads}
 url=https://www.openslr.org/resources/51/TEDLIUM_release-3.tgz
 
-if [ ! -d "${download_dir}/TEDLIUM_release-3/legacy" ]; then
+# The archive is removed once extracted: where it is still there, a download or an extraction
+# was cut short, and both go on (wget --continue) or start again (tar).
+if [ ! -d "${download_dir}/TEDLIUM_release-3/legacy" ] || [ -f "${download_dir}/TEDLIUM_release-3.tgz" ]; then
     mkdir -p "${download_dir}"
     echo "downloading ${url} (about 54 GB)"
     wget --continue --directory-prefix "${download_dir}" "${url}"
