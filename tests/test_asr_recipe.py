@@ -88,11 +88,15 @@ def test_packed_model_transcribes_with_speech2text(finished_recipe, tmp_path):
     files = ModelDownloader(tmp_path).download_and_unpack(str(recipe / "packed/mini_an4_mamba_hubert_asr.zip"))
     card = Path(files["asr_train_config"]).parent / "README.md"
     assert "## Results" in card.read_text() and "| offline |" in card.read_text()
-    speech2text = Speech2Text(**files, ctc_weight=1.0, beam_size=2, lm_weight=0.0)
+    options = dict(ctc_weight=1.0, beam_size=2, lm_weight=0.0)
     wav_path = (recipe / "data/test/wav.scp").read_text().split()[1]
     wav, rate = soundfile.read(wav_path)
-    text = speech2text(wav)[0][0]
-    assert rate == 16000 and isinstance(text, str)
+    packed = Speech2Text(**files, **options)(wav)[0]
+    # the experiment's own best model, decoded the same way, gives the same hypothesis
+    exp = recipe / "exp/asr"
+    best = next(exp / n for n in ("valid.acc.best.pth", "valid.loss.best.pth", "latest.pth") if (exp / n).exists())
+    unpacked = Speech2Text(asr_train_config=str(exp / "config.yaml"), asr_model_file=str(best), **options)(wav)[0]
+    assert rate == 16000 and packed[0] == unpacked[0] and packed[2] == unpacked[2]  # text and token ids
 
 
 def test_rerun_skips_finished_stages(finished_recipe):

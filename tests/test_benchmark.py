@@ -6,7 +6,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -247,13 +246,19 @@ def test_profile_op_table_tells_calls_apart_by_input_shape():
     assert len(small_mm) == 1 and "| 50 |" in small_mm[0]
 
 
-def test_profile_host_ms_is_the_median_time_to_return():
-    from espnet_mamba.bin.profile_parts import host_ms
+def test_profile_host_ms_is_the_median_time_to_return(monkeypatch):
+    from espnet_mamba.bin import profile_parts
 
+    clock = [0.0]
+    monkeypatch.setattr(profile_parts.time, "perf_counter", lambda: clock[0])
     pauses = iter([0.2] + [0.01] * 4 + [0.05] * 3)  # a slow warm-up call, then 4 short and 3 long
-    ms = host_ms(lambda: time.sleep(next(pauses)), repeat=7)
-    # the median of the 7 after the warm-up (10 ms; their mean is 27), with room for a busy machine's sleeps
-    assert next(pauses, None) is None and 10 <= ms < 25
+
+    def call():
+        clock[0] += next(pauses)
+
+    ms = profile_parts.host_ms(call, repeat=7)
+    # the median of the 7 after the warm-up: 10 ms (their mean is 27)
+    assert next(pauses, None) is None and ms == pytest.approx(10.0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

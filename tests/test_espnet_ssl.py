@@ -60,6 +60,7 @@ def test_task_builds_exactly_the_backbone(ssl_args):
     conf = yaml.safe_load(TINY_SSL_CONFIG.read_text())["encoder_conf"]
     reference = espnet_mamba.build_model(**conf).backbone
     ours = model.encoder.backbone
+    assert ours.cfg == reference.cfg
     assert {k: v.shape for k, v in ours.state_dict().items()} == {
         k: v.shape for k, v in reference.state_dict().items()
     }

@@ -1,7 +1,8 @@
-"""On a CUDA machine with mamba-ssm built: our PyTorch path against the mamba-ssm kernels, and
-the model's equivalences (padding, causality, streaming) on the GPU.
+"""On a CUDA machine: our PyTorch path and Triton kernels against the mamba-ssm kernels (where
+mamba-ssm is built), and the model's equivalences (padding, causality, streaming) on the GPU.
 
-Skipped, with the reason shown, where there is no GPU or no mamba-ssm (CI). Run on the GPU
+Skipped, with the reason shown, where there is no GPU (CI), and the comparisons with mamba-ssm
+where it is not built. Run on the GPU
 machine with ``python -m pytest tests/test_gpu.py -v``; docs/benchmarks.md records the run.
 Tolerances are mamba-ssm's own tests': fp32 rtol 6e-4 / atol 2e-3, bf16 rtol 3e-2 / atol 5e-2.
 """
@@ -15,14 +16,21 @@ from espnet_mamba.nn.bidirectional import ExtBiMamba, InnBiMamba
 from espnet_mamba.nn.mamba import Mamba
 from espnet_mamba.ops import backend, causal_conv1d, chunked_scan, chunked_selective_scan, mamba_kernels, selective_scan
 
-pytestmark = [
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-    pytest.mark.skipif(mamba_kernels() is None, reason="needs mamba-ssm (pip install 'espnet-mamba[cuda]')"),
-]
-# Exact fp32 convolutions: cuDNN's default TF32 rounds differently for different batch shapes,
-# which would hide a real padding leak behind ~1e-3 noise.
-torch.backends.cudnn.allow_tf32 = False
-torch.backends.cuda.matmul.allow_tf32 = False
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# the tests that compare with mamba-ssm's kernels or run them; the others test our Triton kernels
+# and the model's equivalences, with or without the GPU extra
+needs_mamba_ssm = pytest.mark.skipif(mamba_kernels() is None,
+                                     reason="needs mamba-ssm (pip install 'espnet-mamba[cuda]')")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def exact_float32_convolutions():
+    """cuDNN's default TF32 rounds differently for different batch shapes, which would hide a
+    real padding leak behind ~1e-3 noise. Set for this module's tests only, not at import."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 TOL = {torch.float32: dict(rtol=6e-4, atol=2e-3), torch.bfloat16: dict(rtol=3e-2, atol=5e-2)}
 DEVICE = "cuda"
 
@@ -49,6 +57,7 @@ def _grads(out, inputs):
     return grads
 
 
+@needs_mamba_ssm
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_selective_scan_torch_matches_kernel(dtype):
     inputs = _scan_inputs(dtype)
@@ -63,6 +72,7 @@ def test_selective_scan_torch_matches_kernel(dtype):
         torch.testing.assert_close(our_grads[name] / scale, kernel_grads[name] / scale, **TOL[dtype], msg=name)
 
 
+@needs_mamba_ssm
 def test_selective_scan_last_state_matches_kernel():
     inputs = {k: v.detach() for k, v in _scan_inputs(torch.float32).items()}
     _, kernel_state = selective_scan(**inputs, delta_softplus=True, return_last_state=True, impl="kernel")
@@ -81,6 +91,7 @@ def _conv_inputs(dtype, layout, channels=300, length=1000):
     return (x, weight, torch.randn(channels, device=DEVICE).requires_grad_()), grad
 
 
+@needs_mamba_ssm
 @pytest.mark.parametrize("layout", ["channel-major", "time-major"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_causal_conv1d_triton_matches_torch_with_gradients(dtype, layout, monkeypatch):
@@ -95,6 +106,7 @@ def test_causal_conv1d_triton_matches_torch_with_gradients(dtype, layout, monkey
         torch.testing.assert_close(got.float(), want.float(), **TOL[dtype])
 
 
+@needs_mamba_ssm
 @pytest.mark.skipif(mamba_kernels() is None or mamba_kernels()["causal_conv1d_fn"] is None,
                     reason="needs causal-conv1d")
 @pytest.mark.parametrize("layout", ["channel-major", "time-major"])
@@ -109,6 +121,7 @@ def test_causal_conv1d_triton_matches_causal_conv1d_kernel(dtype, layout, monkey
         torch.testing.assert_close(got, want, **TOL[dtype])
 
 
+@needs_mamba_ssm
 @pytest.mark.parametrize("mixer_class", [Mamba, InnBiMamba])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_mixer_paths_agree_and_share_state_dict(mixer_class, dtype):
@@ -127,6 +140,7 @@ def test_mixer_paths_agree_and_share_state_dict(mixer_class, dtype):
         torch.testing.assert_close(q.grad / scale, p.grad / scale, **TOL[dtype], msg=name)
 
 
+@needs_mamba_ssm
 def test_our_mamba_equals_mamba_ssm_module():
     from mamba_ssm.modules.mamba_simple import Mamba as UpstreamMamba
 
@@ -173,6 +187,7 @@ def test_blocks_take_frame_lengths_on_the_cpu():
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@needs_mamba_ssm
 @pytest.mark.parametrize("lengths", [None, [24000, 13000]])
 @pytest.mark.parametrize("path", ["chunked", "fused"])
 def test_training_step_reads_the_gpu_once(path, lengths, recwarn, monkeypatch):
@@ -225,6 +240,7 @@ def test_causality_and_streaming_on_gpu(preset):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
 
 
+@needs_mamba_ssm
 @pytest.mark.parametrize("kernels", ["mamba-ssm's", "ours"])
 def test_one_frame_steps_on_single_step_kernels_match_offline(kernels, monkeypatch):
     """20 ms chunks: each Mamba step runs causal_conv1d_update + selective_state_update, on
@@ -251,6 +267,7 @@ def test_one_frame_steps_on_single_step_kernels_match_offline(kernels, monkeypat
 STEP_SHAPE = (3, 2304, 24)  # batch, and mamba_base's E and N: the one-frame step tests
 
 
+@needs_mamba_ssm
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_one_frame_conv_step_matches_causal_conv1ds(dtype):
     """Our Triton conv step against causal-conv1d's causal_conv1d_update, each given its own
@@ -270,6 +287,7 @@ def test_one_frame_conv_step_matches_causal_conv1ds(dtype):
     torch.testing.assert_close(new_state, theirs_state, rtol=0, atol=0)  # the inputs, moved along
 
 
+@needs_mamba_ssm
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_one_frame_state_step_matches_mamba_ssms(dtype):
     """Our Triton state step against mamba-ssm's selective_state_update, each given its own
@@ -301,6 +319,7 @@ def _time_major(inputs):
     return {k: v.detach().transpose(1, 2).contiguous() if v.dim() == 3 else v.detach() for k, v in inputs.items()}
 
 
+@needs_mamba_ssm
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("chunk_size", [None, 64])
 def test_chunked_scan_matches_kernel(dtype, chunk_size):
@@ -323,6 +342,7 @@ def test_chunked_scan_initial_and_last_state_match_torch():
     torch.testing.assert_close(last, ref_last, **TOL[torch.float32])
 
 
+@needs_mamba_ssm
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("programs_per_sm", [8, 0.1])
 def test_chunked_scan_gradients_match_kernel(dtype, programs_per_sm, monkeypatch):
@@ -341,6 +361,7 @@ def test_chunked_scan_gradients_match_kernel(dtype, programs_per_sm, monkeypatch
         assert rel < (2e-5 if dtype == torch.float32 else 1e-2), (name, rel.item())
 
 
+@needs_mamba_ssm
 @pytest.mark.parametrize("mixer_class", [Mamba, InnBiMamba, ExtBiMamba])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_mixer_chunked_scan_training_matches_kernel_path(mixer_class, dtype, monkeypatch):
@@ -362,6 +383,7 @@ def test_mixer_chunked_scan_training_matches_kernel_path(mixer_class, dtype, mon
         assert rel < (1e-4 if dtype == torch.float32 else 3e-2), (name, rel.item())
 
 
+@needs_mamba_ssm
 @pytest.mark.parametrize("mixer_class", [Mamba, InnBiMamba, ExtBiMamba])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_mixer_chunked_scan_path_matches_kernel_path(mixer_class, dtype, monkeypatch):
@@ -377,6 +399,7 @@ def test_mixer_chunked_scan_path_matches_kernel_path(mixer_class, dtype, monkeyp
     torch.testing.assert_close(chunked.float(), kernel.float(), **TOL[dtype])
 
 
+@needs_mamba_ssm
 @pytest.mark.parametrize("preset", ["mamba_base", "innbimamba_base"])
 def test_model_on_chunked_scan_matches_kernel_path_with_padding(preset, monkeypatch):
     model = _tiny(preset)

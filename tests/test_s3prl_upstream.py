@@ -162,10 +162,12 @@ def test_expert_matches_the_backbone_and_pads_a_batch(tiny_ckpt):
     wavs = [torch.randn(8000), torch.randn(4800)]
     with torch.no_grad():
         out = expert(wavs)
-        alone, _ = expert.model.extract_features(wavs[0][None])
+        alone = [expert.model.extract_features(wav[None])[0] for wav in wavs]
     assert len(out["hidden_states"]) == 3 and out["last_hidden_state"] is out["hidden_states"][-1]
     assert all(h.shape == (2, 24, 32) for h in out["hidden_states"])  # (8000 - 400) // 320 + 1 frames
-    assert torch.allclose(out["hidden_states"][-1][0], alone[-1][0], atol=1e-5)
+    assert torch.allclose(out["hidden_states"][-1][0], alone[0][-1][0], atol=1e-5)
+    # the padded utterance: its 14 real frames as alone ((4800 - 400) // 320 + 1)
+    assert torch.allclose(out["hidden_states"][-1][1, :14], alone[1][-1][0], atol=1e-5)
     assert expert.get_downsample_rates("hidden_states") == 320
 
 
