@@ -10,6 +10,8 @@ simulation: chunk i arrives when its last sample has been spoken, is processed o
 arrived and chunk i - 1 is done, and its tokens are emitted when its processing ends.
 """
 
+import hashlib
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from espnet_mamba.validation import SAMPLE_RATE
 
 MIN_CHUNK_MS, MAX_CHUNK_MS = 20, 1000
 MODEL_FILES = ("valid.acc.best.pth", "valid.loss.best.pth", "valid.cer_ctc.best.pth", "latest.pth")
+UNPACK_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "espnet_mamba" / "unpacked"
 
 
 # Loading ----------------------------------------------------------------------------------
@@ -31,20 +34,27 @@ MODEL_FILES = ("valid.acc.best.pth", "valid.loss.best.pth", "valid.cer_ctc.best.
 
 def resolve_model(model: Union[str, Path], model_file: Union[str, Path, None] = None) -> Tuple[Path, Path]:
     """(config.yaml, model .pth) of a packed zip, an experiment directory, or a config file
-    (with ``model_file``, else the best model beside it). Zips unpack to ESPnet's model cache."""
+    (with ``model_file``, else the best model beside it). A zip unpacks into ``UNPACK_CACHE``,
+    in a folder of its path, size and modification time: a zip packed again at the same path
+    is unpacked again (ESPnet's model cache keys local zips by their path alone)."""
     model = Path(model)
     if not model.exists():
         raise FileNotFoundError(f"no ASR model at {model}")
     if model.suffix == ".zip":
-        from espnet_model_zoo.downloader import ModelDownloader
+        from espnet2.main_funcs.pack_funcs import unpack
 
-        files = ModelDownloader().download_and_unpack(str(model))
+        stat = model.stat()
+        key = hashlib.sha1(f"{model.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        files = unpack(model, UNPACK_CACHE / key)
         if "asr_train_config" not in files:
             raise ValueError(f"{model} is not a packed ESPnet ASR model (made by espnet2.bin.pack asr)")
         return Path(files["asr_train_config"]), Path(files["asr_model_file"])
     config = model / "config.yaml" if model.is_dir() else model
     if not config.exists():
         raise FileNotFoundError(f"no config.yaml in {model}")
+    if config.suffix not in (".yaml", ".yml"):
+        raise ValueError(f"{model} is neither a packed zip, an experiment directory nor a config.yaml: give the "
+                         "config.yaml (or its directory) as the model, and a .pth as its model file")  # fmt: skip
     if model_file is None:
         found = [config.parent / name for name in MODEL_FILES if (config.parent / name).exists()]
         if not found:
@@ -125,12 +135,11 @@ def chunk_samples(chunk_ms: float) -> int:
 
 @dataclass
 class ChunkRecord:
-    """One processed chunk: its last sample's index + 1, compute seconds, frames decoded so
-    far, and the partial hypothesis after it."""
+    """One processed chunk: its last sample's index + 1, compute seconds, and the partial
+    hypothesis after it."""
 
     end_sample: int
     compute_s: float
-    num_frames: int
     partial: Hypothesis
 
 
@@ -199,7 +208,7 @@ class StreamingRecognizer:
             began = time.perf_counter()
             partial = self.feed(chunk)
             compute = time.perf_counter() - began
-            result.chunks.append(ChunkRecord(start + chunk.shape[0], compute, self.decoder.num_frames, partial))
+            result.chunks.append(ChunkRecord(start + chunk.shape[0], compute, partial))
             if on_partial is not None and partial.tokens != previous:
                 on_partial(start + chunk.shape[0], partial)
             previous = partial.tokens
@@ -225,7 +234,7 @@ def offline_decode(asr_model, wav: torch.Tensor, decoder) -> StreamResult:
     decoder.reset()
     decoder.step(offline_log_probs(asr_model, wav))
     final = decoder.best()
-    record = ChunkRecord(wav.shape[0], time.perf_counter() - began, decoder.num_frames, final)
+    record = ChunkRecord(wav.shape[0], time.perf_counter() - began, final)
     return StreamResult(final, [record], wav.shape[0])
 
 
@@ -337,6 +346,8 @@ def benchmark_preset(preset: str, seconds: float, chunk_ms: float, vocab_size: i
         backbone, head = quantize_linear_int8(backbone), quantize_linear_int8(head)
     recognizer = StreamingRecognizer(backbone, lambda h: head(h).log_softmax(-1), build_decoder("greedy"))
     size = chunk_samples(chunk_ms)
+    if seconds * SAMPLE_RATE < size:
+        raise ValueError(f"{seconds} s of audio make no chunk of {chunk_ms} ms: give more seconds")
     recognizer.run(0.1 * torch.randn(SAMPLE_RATE), size)  # warm-up
     audio = 0.1 * torch.randn(int(seconds * SAMPLE_RATE))
     results = [recognizer.run(audio, size) for _ in range(repeats)]

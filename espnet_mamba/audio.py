@@ -36,8 +36,9 @@ def read_wav_scp(path: Union[str, Path]) -> Dict[str, str]:
     return table
 
 
-def load_audio(path: Union[str, Path], utt_id: str = "") -> torch.Tensor:
-    """A mono 16 kHz file -> float32 tensor (samples,). Raises ValueError naming the problem."""
+def load_audio(path: Union[str, Path], utt_id: str = "", min_samples: int = 1) -> torch.Tensor:
+    """A mono 16 kHz file of at least ``min_samples`` samples -> float32 tensor (samples,).
+    Raises ValueError naming the problem."""
     name = f"utterance {utt_id}: {path}" if utt_id else str(path)
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
@@ -49,6 +50,9 @@ def load_audio(path: Union[str, Path], utt_id: str = "") -> torch.Tensor:
         raise ValueError(f"{name}: has {data.shape[1]} channels; the models need mono audio")
     if data.shape[0] == 0:
         raise ValueError(f"{name}: audio is empty")
+    if data.shape[0] < min_samples:
+        raise ValueError(f"{name}: {data.shape[0]} samples; at least {min_samples} "
+                         f"({1000 * min_samples // SAMPLE_RATE} ms) are needed for one frame")  # fmt: skip
     if not np.isfinite(data).all():
         raise ValueError(f"{name}: audio contains NaN or Inf samples")
     return torch.from_numpy(data[:, 0].copy())

@@ -98,7 +98,8 @@ class CTCPrefixBeamSearch:
             prefixes (None: all of them; exact sums for small vocabularies).
         blank: the blank token id.
 
-    A token's frame is the frame at which the prefix ending in it was first created.
+    A token's frame is the frame at which the prefix ending in it entered the beam (again, if
+    it had been pruned from it).
     """
 
     def __init__(self, beam_size: int = 8, token_beam: Optional[int] = None, blank: int = 0):
@@ -114,10 +115,14 @@ class CTCPrefixBeamSearch:
         self._beam: Dict[Tuple[int, ...], _Prefix] = {(): _Prefix(0.0, NEG_INF, ())}
 
     def _candidates(self, frame: torch.Tensor) -> List[int]:
+        """The non-blank tokens that may extend prefixes: the ``token_beam`` most likely, none
+        of probability 0 (where -inf log-probabilities tie with the masked blank, topk could
+        pick the blank itself)."""
         ranked = frame.clone()
         ranked[self.blank] = NEG_INF
         k = ranked.shape[0] - 1 if self.token_beam is None else min(self.token_beam, ranked.shape[0] - 1)
-        return ranked.topk(k).indices.tolist()
+        values, indices = ranked.topk(k)
+        return [token for value, token in zip(values.tolist(), indices.tolist()) if value != NEG_INF]
 
     def _advance(self, frame: torch.Tensor, t: int) -> None:
         lp = frame.tolist()

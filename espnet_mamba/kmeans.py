@@ -18,7 +18,7 @@ from sklearn.cluster import MiniBatchKMeans
 from espnet_mamba.atomic_write import write_atomically
 from espnet_mamba.audio import load_audio, read_scp, read_wav_scp
 from espnet_mamba.features import layer_features, mfcc_features, mfcc_label_rate
-from espnet_mamba.nn.feature_extractor import HUBERT_CONV_LAYERS, conv_output_lengths
+from espnet_mamba.nn.feature_extractor import HUBERT_CONV_LAYERS, MIN_SAMPLES, conv_output_lengths
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -35,19 +35,23 @@ def feature_function(kind: str, model=None, layer: Optional[int] = None) -> Tupl
 
 
 def dump_features(wav_scp: Union[str, Path], features: FeatureFn, out_dir: Union[str, Path],
-                  portion: float = 1.0, seed: int = 0, shard_utterances: int = 1000) -> int:
+                  portion: float = 1.0, seed: int = 0, shard_utterances: int = 1000, settings: str = "") -> int:
     """Features of a random ``portion`` of the utterances, for :func:`load_features`.
 
     Writes out_dir/shards/NNNNN.npy (frames, D) and NNNNN.tsv (utt_id frames) per
     ``shard_utterances`` chosen utterances, then out_dir/lengths.tsv, the sign that the dump is
     whole. Each file is written atomically, so a killed dump, run again with the same
-    arguments, keeps its finished shards and goes on from the first missing one. Only the
-    chosen utterances are read. Returns the number of frames."""
+    arguments, keeps its finished shards and goes on from the first missing one. ``settings``
+    names the features (kind, layer, checkpoint): a dump begun with other settings is refused,
+    not mixed with these. Only the chosen utterances are read. Returns the number of frames."""
     if not 0 < portion <= 1:
         raise ValueError(f"portion must be in (0, 1], got {portion}")
     entries = read_wav_scp(wav_scp)
+    if not entries:
+        raise ValueError(f"{wav_scp} lists no utterances")
     rng = np.random.default_rng(seed)
     chosen = [(utt, path) for utt, path in entries.items() if rng.random() < portion] or [next(iter(entries.items()))]
+    _check_settings(Path(out_dir) / "settings.txt", settings, Path(out_dir))
     shard_dir = Path(out_dir) / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -56,7 +60,7 @@ def dump_features(wav_scp: Union[str, Path], features: FeatureFn, out_dir: Union
         table = shard_dir / f"{index:05d}.tsv"
         text = _finished_shard(table, shard)
         if text is None:
-            feats = [features(load_audio(path, utt)).numpy().astype(np.float32) for utt, path in shard]
+            feats = [features(load_audio(path, utt, MIN_SAMPLES)).numpy().astype(np.float32) for utt, path in shard]
             write_atomically(shard_dir / f"{index:05d}.npy", lambda tmp: _save_npy(tmp, np.concatenate(feats)))
             text = "".join(f"{utt} {len(f)}\n" for (utt, _), f in zip(shard, feats))
             write_atomically(table, lambda tmp: tmp.write_text(text))
@@ -67,6 +71,18 @@ def dump_features(wav_scp: Union[str, Path], features: FeatureFn, out_dir: Union
             stale.unlink()
     write_atomically(Path(out_dir) / "lengths.tsv", lambda tmp: tmp.write_text("".join(lines)))
     return sum(int(line.split()[1]) for line in "".join(lines).splitlines())
+
+
+def _check_settings(record: Path, settings: str, output: Path) -> None:
+    """Keep ``settings`` in ``record`` beside a resumable ``output``; where the run that began
+    it kept other settings, refuse to go on with these."""
+    if record.exists():
+        if record.read_text() != settings:
+            raise ValueError(f"{output} was begun with other settings ({record.read_text()}) than these ({settings}): "
+                             f"remove {output} to start again")  # fmt: skip
+        return
+    record.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(record, lambda tmp: tmp.write_text(settings))
 
 
 def _finished_shard(table: Path, shard) -> Optional[str]:
@@ -124,23 +140,30 @@ def load_kmeans(path: Union[str, Path]) -> MiniBatchKMeans:
 
 
 def write_labels(wav_scp, features: FeatureFn, downsample: bool, km: MiniBatchKMeans,
-                 out_path: Union[str, Path]) -> None:
+                 out_path: Union[str, Path], settings: str = "") -> None:
     """One line ``utt_id cluster ids...`` per utterance, at the model's 50 Hz frame rate.
 
     Lines go to ``out_path``.partial as they are made, and it is renamed to ``out_path`` at the
-    end. A killed run, run again, keeps the partial file's whole lines and goes on after them."""
+    end. A killed run, run again, keeps the partial file's whole lines and goes on after them,
+    where it has the same ``settings`` (features and k-means model; kept in .partial.settings)."""
     out_path = Path(out_path)
     partial = out_path.with_name(out_path.name + ".partial")
+    record = partial.with_name(partial.name + ".settings")
+    if not partial.exists():
+        record.unlink(missing_ok=True)
+    _check_settings(record, settings, partial)
     entries = read_wav_scp(wav_scp)
     done = _labelled_utterances(partial, list(entries))
     with open(partial, "a", encoding="utf-8") as out:
         for utt_id, path in list(entries.items())[done:]:
-            labels = torch.from_numpy(km.predict(features(load_audio(path, utt_id)).numpy().astype(np.float32)))
+            frames = features(load_audio(path, utt_id, MIN_SAMPLES)).numpy().astype(np.float32)
+            labels = torch.from_numpy(km.predict(frames))
             if downsample:
                 labels = mfcc_label_rate(labels)
             out.write(utt_id + " " + " ".join(map(str, labels.tolist())) + "\n")
             out.flush()
     os.replace(partial, out_path)
+    record.unlink()
 
 
 def _labelled_utterances(partial: Path, utt_ids) -> int:

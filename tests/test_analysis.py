@@ -26,12 +26,14 @@ def test_ctm_segments_and_frame_labels(tmp_path):
     alignment = alignments.read_ctm(ctm)
     assert [s.label for s in alignment["u1"]] == ["A", "B"]  # sorted by start
     assert alignment["u1"][1] == alignments.Segment(0.10, pytest.approx(0.15), "B")
-    # frame centres 0.01, 0.03, ..., 0.17: A covers [0, 0.1), B [0.1, 0.15), then a gap
+    # frame i sees [0.02 i, 0.02 i + 0.025): centres 0.0125, 0.0325, ..., 0.1725; A covers [0, 0.1),
+    # B [0.1, 0.15) (the centres 0.1125 and 0.1325), then a gap
     labels = alignments.frame_labels(alignment["u1"], 9, gap_label="sil")
-    assert labels == ["A"] * 5 + ["B"] * 3 + ["sil"]
+    assert labels == ["A"] * 5 + ["B"] * 2 + ["sil"] * 2
     assert alignments.frame_labels(alignment["u1"], 9)[-1] is None
-    # at 100 Hz the frame centres are 0.005, 0.015, ...
-    assert alignments.frame_labels(alignment["u1"], 16, frame_rate=100.0)[9:16] == ["A", "B", "B", "B", "B", "B", None]
+    # Kaldi's MFCC frames at 100 Hz (25 ms windows): centres 0.0125, 0.0225, ...
+    assert alignments.frame_labels(alignment["u1"], 16, frame_rate=100.0)[8:16] == ["A", "B", "B", "B", "B", "B",
+                                                                                   None, None]
 
 
 @pytest.mark.parametrize(

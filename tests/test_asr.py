@@ -75,6 +75,15 @@ def test_beam_search_finds_the_label_greedy_misses():
     assert math.exp(beam.best().score) == pytest.approx(0.64)
 
 
+def test_beam_search_never_emits_the_blank_or_impossible_tokens():
+    """Log-probabilities of -inf (masked tokens) tie with the blank the search masks itself."""
+    log_probs = torch.tensor([[0.5, 0.5, 0.0, 0.0]] * 3).log()  # tokens 2 and 3 impossible
+    search = CTCPrefixBeamSearch(beam_size=4)
+    search.step(log_probs)
+    assert all(0 not in h.tokens and 2 not in h.tokens and 3 not in h.tokens for h in search.hypotheses())
+    assert search.best().tokens == (1,)
+
+
 def test_greedy_merges_repeats_and_keeps_emission_frames():
     path = [0, 1, 1, 0, 1, 2, 2, 0]
     log_probs = torch.nn.functional.one_hot(torch.tensor(path), 3).float().clamp(min=1e-4).log()
@@ -201,7 +210,7 @@ def test_token_delay_of_a_retracted_token_counts_from_when_it_settles():
     from espnet_mamba.ctc_decoding import Hypothesis
 
     def chunk(end, compute, tokens):
-        return asr_streaming.ChunkRecord(end, compute, 0, Hypothesis(tokens, (0,) * len(tokens), 0.0))
+        return asr_streaming.ChunkRecord(end, compute, Hypothesis(tokens, (0,) * len(tokens), 0.0))
 
     chunks = [chunk(3200, 0.01, (5,)), chunk(6400, 0.01, (6,)), chunk(9600, 0.01, (6, 7))]
     final = Hypothesis((6, 7), (2, 20), 0.0)
@@ -234,6 +243,25 @@ def test_load_errors_name_the_problem(tmp_path, mamba_exp):
     torch.save({"encoder.nothing": torch.zeros(1)}, wrong)
     with pytest.raises(ValueError, match="does not fit the model"):
         asr_streaming.load_asr_model(mamba_exp / "config.yaml", wrong)
+    with pytest.raises(ValueError, match="give the config.yaml"):
+        asr_streaming.load_asr_model(mamba_exp / "valid.loss.best.pth")
+
+
+def test_a_zip_packed_again_at_the_same_path_is_unpacked_again(mamba_exp, tmp_path, monkeypatch):
+    """ESPnet's model cache keys a local zip by its path: the second model would decode as the first."""
+    from espnet2.bin.pack import main as pack
+
+    monkeypatch.setattr(asr_streaming, "UNPACK_CACHE", tmp_path / "cache")
+    zip_path, weights = tmp_path / "asr.zip", tmp_path / "weights.pth"
+    seen = []
+    for scale in (1.0, 2.0):
+        state = torch.load(mamba_exp / "valid.loss.best.pth", weights_only=True)
+        torch.save({k: v * scale if v.is_floating_point() else v for k, v in state.items()}, weights)
+        pack(["asr", "--asr_train_config", str(mamba_exp / "config.yaml"), "--asr_model_file", str(weights),
+              "--outpath", str(zip_path)])  # fmt: skip
+        model, _ = asr_streaming.load_asr_model(zip_path)
+        seen.append(model.ctc.ctc_lo.weight.detach().clone())
+    torch.testing.assert_close(seen[1], 2 * seen[0])
 
 
 # The CLI ------------------------------------------------------------------------------------
@@ -301,7 +329,7 @@ def test_cli_streams_with_int8_linear_layers_close_to_float(mamba_exp, wav_scp, 
         assert editdistance.eval(texts["int8"][utt_id], reference) <= 0.2 * len(reference), utt_id
 
 
-def test_cli_refuses_bad_chunk_and_unknown_config_keys(mamba_exp, wav_scp, tmp_path):
+def test_cli_refuses_bad_chunk_and_unknown_config_keys(mamba_exp, wav_scp, tmp_path, capsys):
     from espnet_mamba.bin import asr_stream
 
     with pytest.raises(SystemExit, match="chunk_ms must be within"):
@@ -310,7 +338,16 @@ def test_cli_refuses_bad_chunk_and_unknown_config_keys(mamba_exp, wav_scp, tmp_p
     config = tmp_path / "bad.yaml"
     config.write_text("chunk_size: 100\n")
     with pytest.raises(SystemExit):
-        asr_stream.main(["--config", str(config), "--output_dir", str(tmp_path)])
+        asr_stream.main(["--config", str(config), "--model", str(mamba_exp), "--wav_scp", str(wav_scp),
+                         "--output_dir", str(tmp_path)])  # fmt: skip
+    assert "unknown options ['chunk_size']" in capsys.readouterr().err
+    for chunk_ms, message in (("160,320", "several lengths are for benchmark mode"), ("x", "must be a length in ms")):
+        with pytest.raises(SystemExit):
+            asr_stream.parse_args(["--model", "m", "--wav_scp", "w", "--output_dir", "o", "--chunk_ms", chunk_ms])
+        assert message in capsys.readouterr().err
+    config.write_text("output_dir: out\nchunk_ms: [20, 160]\nbench_presets: mamba_small\n")
+    args = asr_stream.parse_args(["--config", str(config)])  # output_dir from the config, the list joined
+    assert args.output_dir == Path("out") and args.chunk_ms == "20,160"
 
 
 def test_benchmark_mode_compares_mamba_and_causal_transformer(tmp_path):
@@ -331,6 +368,8 @@ def test_benchmark_mode_compares_mamba_and_causal_transformer(tmp_path):
         asr_streaming.benchmark_preset("extbimamba_small", 1, 200)
     with pytest.raises(ValueError, match="repeats"):
         asr_streaming.benchmark_preset("mamba_small", 1, 200, repeats=0)
+    with pytest.raises(ValueError, match="make no chunk of 200"):
+        asr_streaming.benchmark_preset("mamba_small", 0, 200)
 
 
 # Fine-tuning config -------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def test_killed_dump_goes_on_from_its_first_missing_shard(wav_scp, tmp_path):
 def test_dump_reads_only_the_chosen_portion_and_refuses_shards_of_another_choice(wav_scp, tmp_path, monkeypatch):
     read = []
     load_audio = kmeans.load_audio
-    monkeypatch.setattr(kmeans, "load_audio", lambda path, utt: read.append(utt) or load_audio(path, utt))
+    monkeypatch.setattr(kmeans, "load_audio", lambda path, utt, *args: read.append(utt) or load_audio(path, utt, *args))
     frames = kmeans.dump_features(wav_scp, mfcc_features, tmp_path / "feats", portion=0.5, seed=1)
     chosen = [line.split()[0] for line in (tmp_path / "feats" / "lengths.tsv").read_text().splitlines()]
     assert read == chosen and 0 < len(chosen) < 5 and frames > 0
@@ -95,6 +95,47 @@ def test_killed_label_run_goes_on_after_its_whole_lines(wav_scp, tmp_path):
     assert features.lengths == [8000 + 1600 * i for i in (2, 3, 4)]
     assert resumed.read_text() == whole.read_text()
     assert not (tmp_path / "resumed.txt.partial").exists()
+
+
+def test_killed_runs_go_on_only_with_the_settings_they_began_with(wav_scp, tmp_path):
+    """A dump or a label run begun with other features (kind, layer, checkpoint) or another
+    k-means model is refused, not mixed with these: re-running a stage after changing an option."""
+    out = tmp_path / "feats"
+    kmeans.dump_features(wav_scp, mfcc_features, out, shard_utterances=2, settings="kind=layer layer=6")
+    _kill_after_first_shard(out)
+    with pytest.raises(ValueError, match=r"begun with other settings \(kind=layer layer=6\) than these \(kind=mfcc\)"):
+        kmeans.dump_features(wav_scp, mfcc_features, out, shard_utterances=2, settings="kind=mfcc")
+    kmeans.dump_features(wav_scp, mfcc_features, out, shard_utterances=2, settings="kind=layer layer=6")
+    km = kmeans.fit_kmeans(kmeans.load_features(out), n_clusters=4, batch_size=64)
+
+    labels = tmp_path / "text"
+    (tmp_path / "text.partial").write_text("")
+    (tmp_path / "text.partial.settings").write_text("km-1")
+    with pytest.raises(ValueError, match="text.partial was begun with other settings"):
+        kmeans.write_labels(wav_scp, mfcc_features, True, km, labels, settings="km-2")
+    kmeans.write_labels(wav_scp, mfcc_features, True, km, labels, settings="km-1")
+    assert kmeans.check_labels(wav_scp, labels, 4) == 5
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("text")) == ["text"]
+    kmeans.write_labels(wav_scp, mfcc_features, True, km, labels, settings="km-2")  # a new run: no partial left
+
+
+def test_audio_shorter_than_one_frame_is_named(tmp_path):
+    """Kaldi's MFCC would stop on an assertion about its window; the shape files would let the
+    utterance into training, which stops at its first batch."""
+    from espnet_mamba.bin import shapes
+
+    soundfile.write(tmp_path / "short.wav", np.zeros(399, dtype=np.float32), 16000)
+    (tmp_path / "wav.scp").write_text(f"tiny {tmp_path / 'short.wav'}\n")
+    with pytest.raises(ValueError, match="utterance tiny: .*399 samples; at least 400"):
+        kmeans.dump_features(tmp_path / "wav.scp", mfcc_features, tmp_path / "feats")
+    with pytest.raises(ValueError, match="tiny .*399 samples, shorter than one frame"):
+        shapes.main(["--wav_scp", str(tmp_path / "wav.scp"), "--out", str(tmp_path / "speech_shape")])
+
+
+def test_an_empty_wav_scp_is_refused(tmp_path):
+    (tmp_path / "wav.scp").write_text("")
+    with pytest.raises(ValueError, match="lists no utterances"):
+        kmeans.dump_features(tmp_path / "wav.scp", mfcc_features, tmp_path / "feats")
 
 
 def test_label_run_refuses_a_partial_file_of_other_utterances(wav_scp, tmp_path):

@@ -21,6 +21,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 FRAME_RATE = 50.0  # frames per second of the models (20 ms stride)
+FRAME_WINDOW_S = 0.025  # the audio one frame sees: 400 samples, from 320 i on (the CNN's receptive field)
 
 
 @dataclass(frozen=True)
@@ -176,14 +177,17 @@ def read_alignments(path, tier: str) -> Alignment:
 
 
 def frame_labels(
-    segments: List[Segment], num_frames: int, frame_rate: float = FRAME_RATE, gap_label: Optional[str] = None
+    segments: List[Segment], num_frames: int, frame_rate: float = FRAME_RATE, gap_label: Optional[str] = None,
+    window_s: float = FRAME_WINDOW_S,
 ) -> List[Optional[str]]:
-    """The label of each of ``num_frames`` frames: that of the segment holding the frame
-    centre ``(i + 0.5) / frame_rate``, or ``gap_label`` where no segment does."""
+    """The label of each of ``num_frames`` frames: that of the segment holding the centre of
+    the audio the frame sees, ``i / frame_rate + window_s / 2``, or ``gap_label`` where no
+    segment does. (The model's frame i sees [0.02 i, 0.02 i + 0.025) s: centre 0.02 i + 0.0125,
+    as that of the MFCC frame 2 i its k-means label came from.)"""
     if num_frames < 0 or frame_rate <= 0:
         raise ValueError(f"need num_frames >= 0 and frame_rate > 0, got {num_frames} and {frame_rate}")
     labels: List[Optional[str]] = [gap_label] * num_frames
-    centres = (np.arange(num_frames) + 0.5) / frame_rate
+    centres = np.arange(num_frames) / frame_rate + window_s / 2
     for segment in segments:
         first, last = np.searchsorted(centres, [segment.start, segment.end], side="left")
         for i in range(first, last):

@@ -44,7 +44,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="packed ASR zip, experiment dir or config.yaml")
     p.add_argument("--model_file", help="the .pth for a config.yaml --model (default: best beside it)")
     p.add_argument("--wav_scp", help="Kaldi wav.scp of 16 kHz mono files")
-    p.add_argument("--output_dir", required=True, type=Path)
+    p.add_argument("--output_dir", type=Path, help="required, here or in --config")
     p.add_argument("--chunk_ms", default="160",
                    help=f"chunk length, {asr_streaming.MIN_CHUNK_MS}..{asr_streaming.MAX_CHUNK_MS} ms "
                         "(benchmark mode: a comma-separated list)")
@@ -138,8 +138,19 @@ def parse_args(cmd=None) -> argparse.Namespace:
         unknown = sorted(set(defaults) - known)
         if unknown:
             parser.error(f"{args.config}: unknown options {unknown}")
+        if isinstance(defaults.get("chunk_ms"), list):  # benchmark mode's list, written as YAML
+            defaults["chunk_ms"] = ",".join(map(str, defaults["chunk_ms"]))
         parser.set_defaults(**{k: str(v) if k == "chunk_ms" else v for k, v in defaults.items()})
         args = parser.parse_args(cmd)
+    if args.output_dir is None:
+        parser.error("--output_dir is required (on the command line or in --config)")
+    try:
+        chunks = [float(c) for c in args.chunk_ms.split(",")]
+    except ValueError:
+        parser.error(f"--chunk_ms must be a length in ms (benchmark mode: a comma-separated list), "
+                     f"got {args.chunk_ms!r}")
+    if len(chunks) > 1 and not args.bench_presets:
+        parser.error(f"--chunk_ms {args.chunk_ms}: several lengths are for benchmark mode (--bench_presets) only")
     return args
 
 

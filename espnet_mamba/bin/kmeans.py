@@ -25,6 +25,19 @@ def _add_feature_args(parser):
     parser.add_argument("--device", default="cpu")
 
 
+def _settings(args, *files) -> str:
+    """What the features (and labels) are made from, for the resume of a killed dump or label run:
+    the kind, the layer and the files, each with its size and modification time."""
+    parts = [f"kind={args.kind}"]
+    if args.kind == "layer":
+        parts.append(f"layer={args.layer}")
+        files = (args.checkpoint, *files)
+    for name in files:
+        stat = Path(name).stat()
+        parts.append(f"{Path(name).resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+    return " ".join(parts)
+
+
 def _features(args):
     model = None
     if args.kind == "layer":
@@ -65,7 +78,7 @@ def main(cmd=None):
     torch.set_grad_enabled(False)
     if args.command == "dump":
         features, _ = _features(args)
-        n = kmeans.dump_features(args.wav_scp, features, args.out_dir, args.portion)
+        n = kmeans.dump_features(args.wav_scp, features, args.out_dir, args.portion, settings=_settings(args))
         logging.info("dumped %d frames to %s", n, args.out_dir)
     elif args.command == "fit":
         km = kmeans.fit_kmeans(kmeans.load_features(args.feats_dir), args.n_clusters, args.seed)
@@ -76,7 +89,8 @@ def main(cmd=None):
     elif args.command == "label":
         features, downsample = _features(args)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        kmeans.write_labels(args.wav_scp, features, downsample, kmeans.load_kmeans(args.km), args.out)
+        kmeans.write_labels(args.wav_scp, features, downsample, kmeans.load_kmeans(args.km), args.out,
+                            settings=_settings(args, args.km))
     elif args.command == "check":
         n = kmeans.check_labels(args.wav_scp, args.labels, args.n_clusters)
         logging.info("%s: labels of %d utterances are consistent", args.labels, n)

@@ -9,6 +9,7 @@ from pathlib import Path
 import soundfile
 
 from espnet_mamba.audio import read_scp
+from espnet_mamba.nn.feature_extractor import MIN_SAMPLES
 from espnet_mamba.validation import SAMPLE_RATE
 
 
@@ -25,6 +26,9 @@ def main(cmd=None):
                 f"{utt_id} ({path}): need mono {SAMPLE_RATE} Hz audio, got {info.channels} channel(s) "
                 f"at {info.samplerate} Hz"
             )
+        if info.frames < MIN_SAMPLES:  # else training stops at the first batch that holds it
+            raise ValueError(f"{utt_id} ({path}): {info.frames} samples, shorter than one frame of the model "
+                             f"({MIN_SAMPLES} samples): remove it from the data dir")  # fmt: skip
         lines.append(f"{utt_id} {info.frames}\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("".join(lines))
