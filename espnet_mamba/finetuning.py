@@ -15,6 +15,7 @@ from typing import Tuple, Union
 
 import yaml
 
+from espnet_mamba.atomic_write import write_atomically
 from espnet_mamba.config import load_config
 
 ENCODER = "mamba_hubert"
@@ -98,5 +99,6 @@ def write_finetune_config(asr_config_path, pretrained, out_path, unpack_dir) -> 
         "# Fine-tuning config written by espnet_mamba.bin.finetune_config from\n"
         f"# {asr_config_path} and {pretrained}\n"
     )
-    out_path.write_text(header + yaml.safe_dump(config, sort_keys=False))
+    # whole or not at all: the recipe takes an existing config as the finished stage
+    write_atomically(out_path, lambda tmp: tmp.write_text(header + yaml.safe_dump(config, sort_keys=False)))
     return out_path
