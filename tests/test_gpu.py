@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # the tests that compare with mamba-ssm's kernels or run them; the others test our Triton kernels
 # and the model's equivalences, with or without the GPU extra
 needs_mamba_ssm = pytest.mark.skipif(torch.cuda.is_available() and mamba_kernels() is None,  # else: no GPU
-                                     reason="needs mamba-ssm (pip install 'espnet-mamba[cuda]')")
+                                     reason="needs mamba-ssm (./setup.sh --cuda)")
 
 
 @pytest.fixture(scope="module", autouse=True)

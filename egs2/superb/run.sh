@@ -2,8 +2,8 @@
 # SUPERB probing of a Mamba-HuBERT checkpoint: the frozen model, a learnable weighted sum of
 # its layers and s3prl's light downstream heads, task by task (docs/superb.md).
 #
-#  1  data preparation: checks the corpora, writes ASR's length tables and ER's metadata
-#     (--toy true: writes tiny synthetic corpora instead, for a smoke run on CPU)
+#  1  data preparation: writes ASR's length tables and ER's metadata
+#     (--toy true: writes tiny synthetic corpora instead; with --device cpu, a smoke run on CPU)
 #  2  training, once per learning rate of --lrs (and per fold for ER)
 #  3  evaluation: the learning rate best on dev, its best dev checkpoint on the test split;
 #     ASV: every checkpoint of every learning rate; SD: dscore; QbE: DTW per layer,
@@ -20,7 +20,7 @@
 #   SD   diarization              Libri2Mix diarization data dirs: diarization/{train,dev,test}  DER
 #   IC   fluent_commands          fluent_speech_commands_dataset                         Acc
 #   SF   ctc + snips.yaml         SNIPS (with slots.txt)                                 F1 / CER
-#   ER   emotion, 5 folds         IEMOCAP (IEMOCAP_full_release)                         Acc
+#   ER   emotion, 5 folds         IEMOCAP (what IEMOCAP_full_release holds)              Acc
 set -euo pipefail
 
 stage=1

@@ -48,7 +48,7 @@ def main(cmd=None):
     parser.add_argument("--compile_cnn", action="store_true", help="torch.compile our CNN")
     args = parser.parse_args(cmd)
     if not torch.cuda.is_available() or mamba_kernels() is None:
-        raise SystemExit("compare_raw_mamba needs a CUDA GPU and mamba-ssm (pip install 'espnet-mamba[cuda]')")
+        raise SystemExit("compare_raw_mamba needs a CUDA GPU and mamba-ssm (./setup.sh --cuda)")
     raw = RawMambaStack().cuda().eval()
     ours = espnet_mamba.build_model("mamba_base", d_state=16, expand=2, compile_cnn=args.compile_cnn)
     ours = ours.backbone.cuda().eval()

@@ -4,7 +4,7 @@
 
 * ``auto``: the kernels for CUDA tensors when mamba-ssm imports, PyTorch otherwise;
 * ``kernel``: the kernels, and a clear error when the tensor is not on CUDA or the
-  kernels are not installed (``pip install espnet-mamba[cuda]``);
+  kernels are not installed (``./setup.sh --cuda``);
 * ``torch``: always our PyTorch code (exact, any device).
 
 Under ``auto`` and ``kernel``, the Mamba mixer runs time-major on our Triton chunked scan
@@ -130,7 +130,7 @@ def use_kernel(impl: str, x: torch.Tensor, op: str, requires: Optional[str] = No
         if mamba_kernels() is None:
             raise RuntimeError(
                 "ssm impl 'kernel' was asked for but mamba-ssm does not import: install the "
-                "CUDA extra (pip install 'espnet-mamba[cuda]') or use impl 'auto'/'torch'"
+                "CUDA extra (./setup.sh --cuda) or use impl 'auto'/'torch'"
             )
         kernel = True
     elif impl == "auto":
