@@ -21,11 +21,11 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 
 from espnet_mamba.ctc_decoding import Hypothesis, build_decoder
+from espnet_mamba.espnet.checkpoint import BEST_MODEL_FILES
 from espnet_mamba.quantization import quantize_linear_int8
 from espnet_mamba.validation import SAMPLE_RATE
 
 MIN_CHUNK_MS, MAX_CHUNK_MS = 20, 1000
-MODEL_FILES = ("valid.acc.best.pth", "valid.loss.best.pth", "valid.cer_ctc.best.pth", "latest.pth")
 UNPACK_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "espnet_mamba" / "unpacked"
 
 
@@ -56,9 +56,9 @@ def resolve_model(model: Union[str, Path], model_file: Union[str, Path, None] = 
         raise ValueError(f"{model} is neither a packed zip, an experiment directory nor a config.yaml: give the "
                          "config.yaml (or its directory) as the model, and a .pth as its model file")  # fmt: skip
     if model_file is None:
-        found = [config.parent / name for name in MODEL_FILES if (config.parent / name).exists()]
+        found = [config.parent / name for name in BEST_MODEL_FILES if (config.parent / name).exists()]
         if not found:
-            raise FileNotFoundError(f"no model file ({', '.join(MODEL_FILES)}) beside {config}")
+            raise FileNotFoundError(f"no model file ({', '.join(BEST_MODEL_FILES)}) beside {config}")
         model_file = found[0]
     return config, Path(model_file)
 

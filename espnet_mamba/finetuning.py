@@ -17,13 +17,12 @@ import yaml
 
 from espnet_mamba.atomic_write import write_atomically
 from espnet_mamba.config import load_config
+from espnet_mamba.espnet.checkpoint import BEST_MODEL_FILES, ENCODER_NAME
 
-ENCODER = "mamba_hubert"
 FINETUNE_KEYS = ("freeze_cnn", "freeze_encoder_steps")
 # ModelConfig fields that leave the parameters as they are: an ASR config may set its own
 SHAPE_FREE_FIELDS = ("dropout", "attention_dropout", "dropout_input", "dither", "ssm_impl", "scan_chunk_size",
                      "recompute_cnn", "recompute_blocks", "compile_cnn")
-SSL_MODEL_FILES = ("valid.loss.best.pth", "valid.acc.best.pth", "latest.pth")
 
 
 def locate_ssl_model(pretrained: Union[str, Path], unpack_dir: Union[str, Path]) -> Tuple[Path, Path]:
@@ -40,9 +39,9 @@ def locate_ssl_model(pretrained: Union[str, Path], unpack_dir: Union[str, Path])
             raise ValueError(f"{pretrained} is not a packed SSL model (made by espnet2.bin.pack ssl)")
         return Path(files["ssl_train_config"]), Path(files["ssl_model_file"])
     if pretrained.is_dir():
-        found = [pretrained / n for n in SSL_MODEL_FILES if (pretrained / n).exists()]
+        found = [pretrained / n for n in BEST_MODEL_FILES if (pretrained / n).exists()]
         if not found:
-            raise FileNotFoundError(f"no model file ({', '.join(SSL_MODEL_FILES)}) in {pretrained}")
+            raise FileNotFoundError(f"no model file ({', '.join(BEST_MODEL_FILES)}) in {pretrained}")
         pretrained = found[0]
     config = pretrained.parent / "config.yaml"
     if not config.exists():
@@ -57,8 +56,8 @@ def _model_fields(encoder_conf: dict) -> dict:
 def finetune_config(asr_config: dict, ssl_config: dict, ssl_model_file: Union[str, Path]) -> dict:
     """``asr_config`` with the SSL model's encoder and ``init_param`` from ``ssl_model_file``."""
     for name, config in (("ASR", asr_config), ("pretrained", ssl_config)):
-        if config.get("encoder") != ENCODER:
-            raise ValueError(f"the {name} config has encoder {config.get('encoder')!r}, not {ENCODER}")
+        if config.get("encoder") != ENCODER_NAME:
+            raise ValueError(f"the {name} config has encoder {config.get('encoder')!r}, not {ENCODER_NAME}")
     ssl_fields = _model_fields(ssl_config.get("encoder_conf") or {})
     if ssl_config["encoder_conf"].get("pretrained"):
         raise ValueError("the pretrained config names another checkpoint (encoder_conf.pretrained); "

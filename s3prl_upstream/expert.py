@@ -67,9 +67,7 @@ class UpstreamExpert(nn.Module):
     def __init__(self, ckpt: Optional[str] = None, model_config: Optional[str] = None, **overrides):
         super().__init__()
         self.model = build_upstream_model(ckpt, model_config, **overrides)
-        self.downsample_rate = 1
-        for _, _, stride in self.model.cfg.conv_layers:
-            self.downsample_rate *= stride
+        self.downsample_rate = self.model.backbone.feature_extractor.stride
 
     def get_downsample_rates(self, key: str) -> int:
         return self.downsample_rate

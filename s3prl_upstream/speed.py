@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 import s3prl_upstream  # noqa: F401  (compat shims, registers mamba_hubert)
+from espnet_mamba.validation import SAMPLE_RATE
 
 
 def random_hubert_checkpoint(path: Path) -> None:
@@ -74,7 +75,7 @@ def main(cmd=None):
     print(f"| audio s | batch | {' | '.join(f'{name} ms' for name in upstreams)} | speed-up |")
     print("|---|---|" + "---|" * len(upstreams) + "---|")
     for seconds in (float(s) for s in args.seconds.split(",")):
-        wavs = [torch.randn(int(seconds * 16000), device=args.device) for _ in range(args.batch)]
+        wavs = [torch.randn(int(seconds * SAMPLE_RATE), device=args.device) for _ in range(args.batch)]
         ms = [1000 * time_upstream(u, wavs, args.device, args.repeat) for u in upstreams.values()]
         print(f"| {seconds:g} | {args.batch} | {' | '.join(f'{m:.1f}' for m in ms)} | {ms[0] / ms[1]:.2f} |")
 

@@ -14,9 +14,9 @@ import soundfile
 import yaml
 
 from espnet_mamba.audio import write_data_dir
+from espnet_mamba.validation import SAMPLE_RATE
 from s3prl_upstream.superb_data import write_length_tables
 
-SAMPLE_RATE = 16000
 KS_WORDS = ("yes", "no", "bed")  # "bed" is none of the 10 keywords: class _unknown_
 KS_SPEAKERS = [f"{i:08x}" for i in range(12)]
 

@@ -24,11 +24,11 @@ import torch
 import torchaudio
 
 from espnet_mamba.audio import write_data_dir
+from espnet_mamba.validation import SAMPLE_RATE
 
 WORDS = ("ZERO ONE TWO THREE FOUR FIVE SIX SEVEN EIGHT NINE OH "
          "ENTER ERASE RUBOUT REPEAT STOP GO YES NO START HELP").split()  # fmt: skip
 VOICES = ("en-us", "en-us+m3", "en-us+m7", "en-us+f2", "en-us+f4", "en+m1", "en+f3")
-SAMPLE_RATE = 16000
 
 
 def speak(text: str, voice: str, speed: int, pitch: int) -> torch.Tensor:

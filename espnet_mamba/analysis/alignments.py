@@ -6,8 +6,9 @@ one label per model frame.
   name without ``.TextGrid``), as the Montreal Forced Aligner writes, with interval tiers
   named ``phones`` and ``words``. Empty intervals are silence (no label).
 
-Frame ``i`` at rate ``r`` covers ``[i / r, (i + 1) / r)`` and takes the label of the segment
-holding its centre ``(i + 0.5) / r``; a frame no segment covers gets ``gap_label``.
+Frame ``i`` at rate ``r`` sees the audio ``[i / r, i / r + w)`` (``w``: the model's 25 ms
+window) and takes the label of the segment holding its centre ``i / r + w / 2``; a frame no
+segment covers gets ``gap_label``.
 """
 
 import logging
@@ -18,10 +19,13 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from espnet_mamba.nn.feature_extractor import FRAME_HOP, MIN_SAMPLES
+from espnet_mamba.validation import SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
-FRAME_RATE = 50.0  # frames per second of the models (20 ms stride)
-FRAME_WINDOW_S = 0.025  # the audio one frame sees: 400 samples, from 320 i on (the CNN's receptive field)
+FRAME_RATE = SAMPLE_RATE / FRAME_HOP  # 50 frames per second of the models (20 ms stride)
+FRAME_WINDOW_S = MIN_SAMPLES / SAMPLE_RATE  # 25 ms: the audio one frame sees, from 320 i on
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ import numpy as np
 import torch
 import torchaudio
 
+from espnet_mamba.nn.feature_extractor import FRAME_HOP, MIN_SAMPLES
 from espnet_mamba.validation import SAMPLE_RATE
 
 INPUT_FEATURES = ("mfcc", "cnn")
-_WINDOW, _HOP = 400, 320
+_WINDOW, _HOP = MIN_SAMPLES, FRAME_HOP  # the model's frames: 400 samples every 320
 
 
 @torch.no_grad()

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from espnet_mamba.analysis import cca, mine, purity, report
 from espnet_mamba.analysis.alignments import normalize_phone, read_alignments
 from espnet_mamba.analysis.corpus import alignment_labeler, collect_frames, speaker_labeler, utterance_features
 from espnet_mamba.analysis.data import read_utt2spk, read_wav_scp, select_utterances
 from espnet_mamba.analysis.features import INPUT_FEATURES
+from espnet_mamba.bin.options import parse_override
 from espnet_mamba.config import list_presets
 
 logger = logging.getLogger("espnet_mamba.analyze")
@@ -33,20 +33,9 @@ SELFTEST_DIM, SELFTEST_RHOS, SELFTEST_SAMPLES, SELFTEST_STEPS = 5, (0.5, 0.8, 0.
 # Model and data ------------------------------------------------------------------------------
 
 
-def parse_overrides(items):
-    """["d_model=64", "ssm_impl=torch"] -> {"d_model": 64, "ssm_impl": "torch"} (YAML values)."""
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--override takes KEY=VALUE, got {item!r}")
-        overrides[key] = yaml.safe_load(value)
-    return overrides
-
-
 def load_model(args):
     """The model of --checkpoint or --preset (random weights, seeded by --seed), in eval mode."""
-    overrides = parse_overrides(args.override)
+    overrides = dict(args.override)
     if args.checkpoint:
         from espnet_mamba.espnet.checkpoint import load_pretrained
 
@@ -179,7 +168,7 @@ def add_model_args(p):
         "--checkpoint", help="trained model: packed ESPnet zip, ESPnet .pth with config.yaml, or our own file"
     )
     p.add_argument("--preset", choices=list_presets(), help="a randomly initialised preset instead (smoke tests)")
-    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--override", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
                    help="model config field override, repeatable, e.g. --override d_model=64")  # fmt: skip
     p.add_argument("--name", help="model name in plot titles (default: checkpoint file name or preset)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -13,22 +13,14 @@ import shlex
 import sys
 
 import torch
-import yaml
 
 from espnet_mamba.benchmarking import BenchmarkSpec, Setting, environment, run_benchmark, write_report
+from espnet_mamba.bin.options import parse_override
 from espnet_mamba.ops import backend
 
 
 def _list(text: str):
     return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def parse_override(text: str):
-    """argparse type of ``--override KEY=VALUE``: (key, YAML-parsed value)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--override wants KEY=VALUE, got {text!r}")
-    return key.strip(), yaml.safe_load(value)
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -15,8 +15,10 @@ import torch
 import torch.nn as nn
 
 import espnet_mamba
-from espnet_mamba.ops import mamba_kernels
 from espnet_mamba.bin.profile_parts import cuda_ms
+from espnet_mamba.nn.feature_extractor import HUBERT_CONV_LAYERS
+from espnet_mamba.ops import mamba_kernels
+from espnet_mamba.validation import SAMPLE_RATE
 
 
 class RawMambaStack(nn.Module):
@@ -27,8 +29,7 @@ class RawMambaStack(nn.Module):
         from mamba_ssm import Mamba
         from torchaudio.models.wav2vec2.components import _get_feature_extractor
 
-        conv = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
-        self.cnn = _get_feature_extractor("group_norm", conv, bias=False)
+        self.cnn = _get_feature_extractor("group_norm", [list(layer) for layer in HUBERT_CONV_LAYERS], bias=False)
         self.proj = nn.Linear(512, d_model)
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(layers))
         self.mixers = nn.ModuleList(Mamba(d_model, d_state=16, d_conv=4, expand=2) for _ in range(layers))
@@ -56,7 +57,7 @@ def main(cmd=None):
     print(f"| audio s | raw mamba-ssm stack ({count(raw):.1f}M) ms | ours ({count(ours):.1f}M) ms | raw / ours |")
     print("|---|---|---|---|")
     for seconds in (float(s) for s in args.seconds.split(",")):
-        wav = torch.randn(1, int(seconds * 16000), device="cuda")
+        wav = torch.randn(1, int(seconds * SAMPLE_RATE), device="cuda")
         with torch.no_grad(), torch.autocast("cuda", dtype=getattr(torch, args.dtype)):
             raw_ms = cuda_ms(lambda: raw(wav))
             our_ms = cuda_ms(lambda: ours.extract_features(wav))

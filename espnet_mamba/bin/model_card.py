@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from espnet_mamba.espnet.checkpoint import load_pretrained
+from espnet_mamba.espnet.checkpoint import ENCODER_NAME, load_pretrained
 
 
 def model_card(exp_dir: Path, model_file: Path, kmeans, feature_layer, results) -> str:
@@ -59,10 +59,10 @@ def model_card(exp_dir: Path, model_file: Path, kmeans, feature_layer, results) 
 def _mamba_hubert_of(config: dict, model_file: Path, exp_dir: Path):
     """The Mamba-HuBERT model of an experiment, and the name of the encoder on top of it (None
     where Mamba-HuBERT is the encoder): the model's own encoder, or its frozen s3prl upstream."""
-    if config.get("encoder") == "mamba_hubert":
+    if config.get("encoder") == ENCODER_NAME:
         return load_pretrained(model_file), None
     upstream = (config.get("frontend_conf") or {}).get("frontend_conf") or {}
-    if config.get("frontend") == "s3prl" and upstream.get("upstream") == "mamba_hubert":
+    if config.get("frontend") == "s3prl" and upstream.get("upstream") == ENCODER_NAME:  # the s3prl upstream's name too
         return load_pretrained(upstream["path_or_url"]), config.get("encoder")
     raise ValueError(f"{exp_dir / 'config.yaml'} holds no Mamba-HuBERT: encoder {config.get('encoder')!r}, "
                      f"frontend {config.get('frontend')!r}")

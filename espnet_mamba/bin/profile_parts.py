@@ -25,7 +25,8 @@ from torch.profiler import ProfilerActivity, profile
 
 import espnet_mamba
 from espnet_mamba.benchmarking import PeakMemory, offline_step, time_calls
-from espnet_mamba.bin.benchmark import parse_override
+from espnet_mamba.bin.options import parse_override
+from espnet_mamba.validation import SAMPLE_RATE
 
 
 def cuda_ms(fn, repeat: int = 3) -> float:
@@ -105,7 +106,7 @@ def profile_inference(args) -> None:
     print("|---|---|---|---|---|")
     for preset in args.presets.split(","):
         backbone = espnet_mamba.build_model(preset, **dict(args.override)).backbone.cuda().eval()
-        wav = torch.randn(args.batch, int(args.seconds * 16000), device="cuda")
+        wav = torch.randn(args.batch, int(args.seconds * SAMPLE_RATE), device="cuda")
         with torch.no_grad(), torch.autocast("cuda", dtype=getattr(torch, args.dtype)):
             whole = cuda_ms(lambda: backbone.extract_features(wav))
             cnn = cuda_ms(lambda: backbone.feature_extractor(wav))
@@ -131,7 +132,7 @@ def profile_training(args) -> None:
     print("|---|---|---|---|---|---|---|")
     for preset in args.presets.split(","):
         model = espnet_mamba.build_model(preset, **dict(args.override)).cuda()
-        wavs = torch.randn(args.batch, int(args.seconds * 16000), device="cuda")
+        wavs = torch.randn(args.batch, int(args.seconds * SAMPLE_RATE), device="cuda")
         lengths = torch.full((args.batch,), wavs.shape[1], device="cuda")
         step = offline_step(model, "train", wavs, lengths, args.dtype)
         step()  # warm-up, outside the memory measurement

@@ -23,9 +23,11 @@ import numpy as np
 import soundfile
 import yaml
 
-from espnet_mamba.bin.benchmark import parse_override
+from espnet_mamba.bin.options import parse_override
+from espnet_mamba.espnet.checkpoint import ENCODER_NAME
+from espnet_mamba.kmeans import expected_frames, write_token_list
+from espnet_mamba.validation import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 N_CLUSTERS = 100
 
 
@@ -34,7 +36,7 @@ def write_corpus(root: Path, utterances: int, seconds: float, seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     samples = int(seconds * SAMPLE_RATE)
-    frames = (samples - 400) // 320 + 1
+    frames = expected_frames(samples)
     t = np.arange(samples) / SAMPLE_RATE
     scp, text, shape = [], [], []
     for i in range(utterances):
@@ -48,16 +50,16 @@ def write_corpus(root: Path, utterances: int, seconds: float, seed: int = 0) -> 
     (root / "wav.scp").write_text("".join(scp))
     (root / "text").write_text("".join(text))
     (root / "speech_shape").write_text("".join(shape))
-    (root / "tokens.txt").write_text("".join(f"{i}\n" for i in range(N_CLUSTERS)) + "<unk>\n")
+    write_token_list(N_CLUSTERS, root / "tokens.txt")
 
 
 def write_config(path: Path, preset: str, batch_size: int, steps: int, amp: bool, overrides=None,
                  num_workers: int = 2) -> None:
     """ESPnet SSL config; ``overrides``: ModelConfig fields for the encoder (e.g. compile_cnn)."""
     config = {
-        "encoder": "mamba_hubert",
+        "encoder": ENCODER_NAME,
         "encoder_conf": {"preset": preset, **(overrides or {})},
-        "model": "mamba_hubert",
+        "model": ENCODER_NAME,
         "input_size": 1,
         "normalize": None,
         "preencoder": None,

@@ -23,6 +23,9 @@ from espnet_mamba.model import MambaHuBERTForPretraining
 
 FORMAT = "espnet_mamba"
 ENCODER_NAME = "mamba_hubert"
+# An experiment's model, in this order of preference (egs2/TEMPLATE/utils/stage_funcs.sh's
+# best_model follows it too): ESPnet's links to the best epoch by each criterion, then the last
+BEST_MODEL_FILES = ("valid.acc.best.pth", "valid.loss.best.pth", "valid.cer_ctc.best.pth", "latest.pth")
 _ESPNET_PREFIXES = (
     ("encoder.backbone.", "backbone."),
     ("util_modules.mask.mask_embedding", "mask_embedding"),
@@ -65,7 +68,7 @@ def _read(path: Path) -> Tuple[Union[ModelConfig, dict], Dict[str, torch.Tensor]
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.is_dir():
-        candidates = [path / n for n in ("valid.acc.best.pth", "valid.loss.best.pth")] + sorted(path.glob("*.pth"))
+        candidates = [path / n for n in BEST_MODEL_FILES] + sorted(path.glob("*.pth"))
         # checkpoint.pth (ESPnet's) and checkpoint.prev.pth (ResumableTrainer's) hold training state
         found = [p for p in candidates if p.exists() and not p.name.startswith("checkpoint.")]
         if not found:

@@ -14,11 +14,12 @@ from espnet2.tasks import ssl as espnet_ssl
 from espnet2.tasks.asr import ASRTask
 from espnet2.tasks.ssl import SSLTask
 
+from espnet_mamba.espnet.checkpoint import ENCODER_NAME
 from espnet_mamba.espnet.encoder import MambaHuBERTEncoder
 from espnet_mamba.espnet.ssl_model import MambaHuBERTSSLModel
 from espnet_mamba.espnet.trainer import ResumableTrainer
 
-NAME = "mamba_hubert"
+NAME = ENCODER_NAME  # of the encoder and of the SSL model in ESPnet's choices
 
 
 def register() -> None:

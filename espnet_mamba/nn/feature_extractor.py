@@ -23,7 +23,6 @@ from espnet_mamba.ops.backend import autocast_dtype, fits_32_bit_offsets, needs_
 from espnet_mamba.ops.layer_norm_gelu import waveform_conv_fits_32_bit_offsets
 
 HUBERT_CONV_LAYERS = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
-MIN_SAMPLES = 400  # receptive field of one output frame
 
 
 def conv_output_lengths(lengths: torch.Tensor, layers: Sequence[Tuple[int, int, int]]) -> torch.Tensor:
@@ -39,6 +38,10 @@ def receptive_field(layers: Sequence[Tuple[int, int, int]]) -> int:
     for _, kernel, stride in reversed(layers):
         field = (field - 1) * stride + kernel
     return field
+
+
+MIN_SAMPLES = receptive_field(HUBERT_CONV_LAYERS)  # 400: the samples one output frame sees
+FRAME_HOP = math.prod(stride for _, _, stride in HUBERT_CONV_LAYERS)  # 320: the samples between frames
 
 
 @dataclass

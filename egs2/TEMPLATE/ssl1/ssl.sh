@@ -76,8 +76,7 @@ ssl_train() {  # iteration config
         --valid_shape_file ${dumpdir}/shapes/${valid_set}/speech_shape \
         --resume true \
         --output_dir "${out}" ${train_args} 2>&1 | tee -a "${out}/train.log"
-    [ -f "${out}/valid.loss.best.pth" ] || [ -f "${out}/valid.acc.best.pth" ] || [ -f "${out}/latest.pth" ] \
-        || { log "training of iteration ${it} left no model in ${out}"; exit 1; }
+    best_model "${out}" > /dev/null  # fails, naming ${out}, where training left no model
     mark_done "${out}"
 }
 

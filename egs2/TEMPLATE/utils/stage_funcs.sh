@@ -25,9 +25,9 @@ pack_zip() {
     mv "${partial}" "${out}"
 }
 
-best_model() {  # exp dir -> its best model file
+best_model() {  # exp dir -> its best model file, in the order of espnet_mamba.espnet.checkpoint.BEST_MODEL_FILES
     local d=$1
-    for f in valid.acc.best.pth valid.loss.best.pth latest.pth; do
+    for f in valid.acc.best.pth valid.loss.best.pth valid.cer_ctc.best.pth latest.pth; do
         [ -f "${d}/${f}" ] && { echo "${d}/${f}"; return; }
     done
     log "no model in ${d}" >&2; exit 1

@@ -19,8 +19,8 @@ from importlib import resources
 from pathlib import Path
 
 from espnet_mamba import list_presets
+from espnet_mamba.validation import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 SECONDS_PER_UPDATE = 700  # HuBERT Base: 32 GPUs x 87.5 s; paper 1: a quarter of that
 ITERS_PER_EPOCH = 5000  # a validation pass and a resumable checkpoint every 5000 updates
 WARMUP_UPDATES = 32000
