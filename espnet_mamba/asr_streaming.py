@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from espnet_mamba.ctc_decoding import Hypothesis, build_decoder
@@ -287,13 +288,7 @@ def token_timings(result: StreamResult, frame_end_sample: Callable[[int], int]) 
 
 def percentile(values: Sequence[float], q: float) -> Optional[float]:
     """The q-th percentile (0..100, linear interpolation) or None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    return float(np.percentile(values, q)) if len(values) else None
 
 
 def summarize(results: Sequence[StreamResult], delays: Sequence[float], chunk_ms: float) -> dict:

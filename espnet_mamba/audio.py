@@ -36,6 +36,16 @@ def read_wav_scp(path: Union[str, Path]) -> Dict[str, str]:
     return table
 
 
+def audio_info(path: Union[str, Path], name: str):
+    """soundfile's header information of a file that must be mono 16 kHz audio (checked
+    without reading its samples); ValueError starting with ``name`` otherwise."""
+    info = soundfile.info(str(path))
+    if info.samplerate != SAMPLE_RATE or info.channels != 1:
+        raise ValueError(f"{name}: need mono {SAMPLE_RATE} Hz audio, got {info.channels} channel(s) "
+                         f"at {info.samplerate} Hz")  # fmt: skip
+    return info
+
+
 def load_audio(path: Union[str, Path], utt_id: str = "", min_samples: int = 1) -> torch.Tensor:
     """A mono 16 kHz file of at least ``min_samples`` samples -> float32 tensor (samples,).
     Raises ValueError naming the problem."""

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import soundfile
 
-from espnet_mamba.audio import read_scp, write_data_dir
+from espnet_mamba.audio import audio_info, read_scp, read_wav_scp, write_data_dir
 from espnet_mamba.validation import SAMPLE_RATE
 
 
@@ -43,13 +43,10 @@ def read_data_dir(data_dir: Union[str, Path]) -> List[Utterance]:
     """The utterances of a data dir in document order: by recording and start time (with
     ``segments``) or by speaker and utterance id (with ``utt2spk``)."""
     data_dir = Path(data_dir)
-    wav_scp = dict(read_scp(data_dir / "wav.scp"))
+    wav_scp = read_wav_scp(data_dir / "wav.scp")
     texts = dict(read_scp(data_dir / "text")) if (data_dir / "text").exists() else None
     if texts is None:
         raise FileNotFoundError(f"no text in {data_dir}")
-    for key, value in wav_scp.items():
-        if value.rstrip().endswith("|"):
-            raise ValueError(f"{data_dir}/wav.scp: {key} is a pipe ({value!r}); give audio file paths")
     utterances = []
     segments_path = data_dir / "segments"
     if segments_path.exists():
@@ -107,12 +104,7 @@ def plan_documents(utterances: List[Utterance], max_seconds: float) -> List[List
 
 def load_segment(utterance: Utterance) -> np.ndarray:
     """The utterance's samples (float32, mono, 16 kHz); ValueError naming the problem."""
-    info = soundfile.info(utterance.path)
-    if info.samplerate != SAMPLE_RATE or info.channels != 1:
-        raise ValueError(
-            f"{utterance.utt_id} ({utterance.path}): need mono {SAMPLE_RATE} Hz audio, got "
-            f"{info.channels} channel(s) at {info.samplerate} Hz"
-        )
+    info = audio_info(utterance.path, f"{utterance.utt_id} ({utterance.path})")
     start = int(round(utterance.start * SAMPLE_RATE))
     stop = None if utterance.end is None else int(round(utterance.end * SAMPLE_RATE))
     if stop is not None and stop > info.frames + SAMPLE_RATE // 100:

@@ -671,7 +671,7 @@ def test_documents_refuse_pipes_and_missing_transcripts(tmp_path):
     (data / "wav.scp").write_text("u1 sph2pipe -f wav u1.sph |\n")
     (data / "text").write_text("u1 A\n")
     (data / "utt2spk").write_text("u1 s\n")
-    with pytest.raises(ValueError, match="is a pipe"):
+    with pytest.raises(ValueError, match="is a piped command"):
         read_data_dir(data)
     (data / "wav.scp").write_text("u1 u1.wav\nu2 u2.wav\n")
     (data / "utt2spk").write_text("u1 s\nu2 s\n")

@@ -6,11 +6,9 @@
 import argparse
 from pathlib import Path
 
-import soundfile
 
-from espnet_mamba.audio import read_scp
+from espnet_mamba.audio import audio_info, read_scp
 from espnet_mamba.nn.feature_extractor import MIN_SAMPLES
-from espnet_mamba.validation import SAMPLE_RATE
 
 
 def main(cmd=None):
@@ -20,12 +18,7 @@ def main(cmd=None):
     args = parser.parse_args(cmd)
     lines = []
     for utt_id, path in read_scp(args.wav_scp):
-        info = soundfile.info(path)
-        if info.samplerate != SAMPLE_RATE or info.channels != 1:
-            raise ValueError(
-                f"{utt_id} ({path}): need mono {SAMPLE_RATE} Hz audio, got {info.channels} channel(s) "
-                f"at {info.samplerate} Hz"
-            )
+        info = audio_info(path, f"{utt_id} ({path})")
         if info.frames < MIN_SAMPLES:  # else training stops at the first batch that holds it
             raise ValueError(f"{utt_id} ({path}): {info.frames} samples, shorter than one frame of the model "
                              f"({MIN_SAMPLES} samples): remove it from the data dir")  # fmt: skip
