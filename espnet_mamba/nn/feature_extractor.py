@@ -196,10 +196,13 @@ class FeatureExtractor(nn.Module):
             ``group_norm`` mode) run over time segments of ``segment_frames`` output frames,
             each segment checkpointed on its own, so that one segment's activations are alive
             at a time; the first layer in ``group_norm`` mode is checkpointed whole.
-            Segments of 4096 frames (82 s) keep the convs large: on an H200 the recomputed
-            LayerNorm CNN's step at 320 s took 48 ms with them, against 77 ms with 1024-frame
-            segments (113 ms under cuDNN's deterministic mode, ESPnet's default), for 1.9 GB
-            more memory.
+
+    Segments are ``segment_frames`` long, by default 8192 frames (164 s) on CUDA and 4096 (82 s)
+    elsewhere. Large segments keep the convs large: on an H200 the recomputed LayerNorm CNN's
+    step at 320 s took 48 ms with 4096-frame segments against 77 ms with 1024 (113 ms under
+    cuDNN's deterministic mode, ESPnet's default). On an H100 (docs/benchmarks.md, 2026-12-08)
+    mamba_base's training step at 320 s took 102.2 ms with 8192 against 103.6 with 4096, at the
+    same peak memory, and its forward at 640 s 42.5 ms against 42.9 (42.1 in one pass).
 
     Without autograd (inference, a frozen upstream) every layer runs over the same time
     segments, so only one segment's activations are alive: at 640 s the CNN's first outputs
@@ -207,12 +210,12 @@ class FeatureExtractor(nn.Module):
     come first, from its conv run over blocks of a segment's size, so that conv runs twice (3
     GMAC more at 160 s, against transformer_base's 2.3 TMAC). The segments also keep the Triton
     kernels' tensors within their 32-bit offsets at any length of audio; where a layer's tensors
-    overrun them (a batch of 16 or more segments of 4096 frames), it runs its PyTorch ops
+    overrun them (a batch of 8 or more segments of 8192 frames), it runs its PyTorch ops
     instead. With autograd and without ``recompute`` the layers run over the whole input, whose
     activations are kept anyway.
     """
 
-    segment_frames = 4096
+    segment_frames: Optional[int] = None  # None: the device's default (the class docstring)
 
     def __init__(self, mode: str = "group_norm", conv_layers=HUBERT_CONV_LAYERS, conv_bias: bool = False,
                  recompute: bool = False):
@@ -267,7 +270,7 @@ class FeatureExtractor(nn.Module):
         segments = self._time_segments(layers, x)
         statistics = None
         if self.mode == "group_norm" and len(segments) > 1:
-            block_frames = self.segment_frames * self.stride // layers[0].stride
+            block_frames = self._segment_length(x) * self.stride // layers[0].stride
             statistics = layers[0].group_norm_statistics(x, first_lengths, block_frames)
         return [_run_layers(layers, seg, first_lengths, statistics) for seg in segments]
 
@@ -277,12 +280,19 @@ class FeatureExtractor(nn.Module):
         field = receptive_field([(0, layer.kernel, layer.stride) for layer in layers])
         stride = math.prod(layer.stride for layer in layers)
         frames = (x.shape[1] - field) // stride + 1
-        if frames <= self.segment_frames:
+        length = self._segment_length(x)
+        if frames <= length:
             return [x]
         return [
-            x[:, start * stride : (min(start + self.segment_frames, frames) - 1) * stride + field]
-            for start in range(0, frames, self.segment_frames)
+            x[:, start * stride : (min(start + length, frames) - 1) * stride + field]
+            for start in range(0, frames, length)
         ]
+
+    def _segment_length(self, x: torch.Tensor) -> int:
+        """Output frames per time segment: ``segment_frames``, else 8192 on CUDA, 4096 elsewhere."""
+        if self.segment_frames is not None:
+            return self.segment_frames
+        return 8192 if x.is_cuda else 4096
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> ConvStreamState:
         if self.mode != "layer_norm":
