@@ -128,18 +128,18 @@ class ConvLayer(nn.Module):
         windows = x.unfold(1, self.kernel, self.stride).flatten(2)  # (batch, L', C_in * k)
         return F.linear(windows, self.conv.weight.flatten(1), self.conv.bias)
 
-    def group_norm_statistics(self, x: torch.Tensor, lengths: Optional[torch.Tensor],
-                              block_frames: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def group_norm_statistics(self, blocks: List[torch.Tensor],
+                              lengths: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         """GroupNorm(C, C)'s mean and variance (batch, 1, C_out), float32, of this layer's conv
-        output for input x (batch, L, C_in), over each utterance's ``lengths`` real output frames
-        (None: all). The conv runs over blocks of ``block_frames`` output frames, so one block's
-        output is alive at a time, not the whole utterance's."""
-        frames = max((x.shape[1] - self.kernel) // self.stride + 1, 0)
-        moments = [
-            _moments(self._convolve(x[:, start * self.stride : (min(start + block_frames, frames) - 1) * self.stride
-                                      + self.kernel]), lengths, start)
-            for start in range(0, frames, block_frames)
-        ]  # fmt: skip
+        output over each utterance's ``lengths`` real output frames (None: all). ``blocks`` are
+        the input (batch, L, C_in) cut into consecutive time segments, each the samples of its
+        output frames: the conv runs block by block, so one block's output is alive at a time,
+        not the whole utterance's."""
+        moments, frames = [], 0
+        for block in blocks:
+            y = self._convolve(block)
+            moments.append(_moments(y, lengths, frames))
+            frames += y.shape[1]
         return _mean_and_variance(moments, lengths, frames)
 
     def _group_norm(self, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -269,18 +269,20 @@ class FeatureExtractor(nn.Module):
         its conv over blocks of the segments' size: its output is computed twice, never kept whole."""
         segments = self._time_segments(layers, x)
         statistics = None
-        if self.mode == "group_norm" and len(segments) > 1:
-            block_frames = self._segment_length(x) * self.stride // layers[0].stride
-            statistics = layers[0].group_norm_statistics(x, first_lengths, block_frames)
+        if self.mode == "group_norm" and len(segments) > 1:  # blocks of the first layer's frames in a segment
+            blocks = self._time_segments(layers[:1], x, self._segment_length(x) * self.stride // layers[0].stride)
+            statistics = layers[0].group_norm_statistics(blocks, first_lengths)
         return [_run_layers(layers, seg, first_lengths, statistics) for seg in segments]
 
-    def _time_segments(self, layers: List["ConvLayer"], x: torch.Tensor) -> List[torch.Tensor]:
-        """(batch, L, C_in) cut into time segments of ``segment_frames`` output frames of
-        ``layers``, each exactly the samples its frames see; [x] where it makes one segment."""
+    def _time_segments(self, layers: List["ConvLayer"], x: torch.Tensor,
+                       length: Optional[int] = None) -> List[torch.Tensor]:
+        """(batch, L, C_in) cut into time segments of ``length`` output frames of ``layers``
+        (default :meth:`_segment_length`), each exactly the samples its frames see; [x] where it
+        makes one segment."""
         field = receptive_field([(0, layer.kernel, layer.stride) for layer in layers])
         stride = math.prod(layer.stride for layer in layers)
         frames = (x.shape[1] - field) // stride + 1
-        length = self._segment_length(x)
+        length = length or self._segment_length(x)
         if frames <= length:
             return [x]
         return [
